@@ -1,0 +1,1 @@
+"""Inputs: checkpoints (safe loading), datasets and the model zoo."""

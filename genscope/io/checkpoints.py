@@ -1,0 +1,495 @@
+"""Checkpoint loading without ever running code from the file (interfaces.md §1).
+
+Formats, recognised by content rather than by name:
+
+* ``torch.export`` programs (``.pt2``): ``torch.export.load(...).module()``. torch's own loader
+  falls back to full unpickling for some archive members; here every unpickling call made while
+  loading is forced through the weights-only unpickler, and plain ``pickle`` is refused.
+* weights + a zoo architecture: ``.safetensors``, or a state dict saved with ``torch.save`` and
+  read with ``torch.load(weights_only=True)``. Training checkpoints are unwrapped
+  (``state_dict``/``model``/``net`` keys, ``module.``/``_orig_mod.`` prefixes).
+* TorchScript archives: ``torch.jit.load`` (TorchScript's own unpickler builds only TorchScript
+  types, never arbitrary Python objects).
+
+A file that would need full unpickling (a pickled ``nn.Module``, arbitrary objects) is refused
+with :class:`~genscope.errors.UnsafeCheckpoint` and is never unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import pickle
+import threading
+import types
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genscope.errors import (
+    BadCheckpoint,
+    NonFiniteWeights,
+    UnsafeCheckpoint,
+    WeightMismatch,
+)
+
+FORMAT_EXPORT = "torch.export"
+FORMAT_STATE_DICT = "state_dict"
+FORMAT_SAFETENSORS = "safetensors"
+FORMAT_TORCHSCRIPT = "torchscript"
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights")
+STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
+MAX_ZIP_RATIO = 1000  # declared uncompressed size / compressed size above this is a zip bomb
+
+EXPORT_HINT = (
+    "Save the weights instead (torch.save(model.state_dict(), 'w.pt') or safetensors) and pass "
+    "--arch, or export the model: torch.export.save(torch.export.export(model.eval(), (x,)), "
+    "'model.pt2')."
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis, with where it came from and what loading did to it."""
+
+    module: nn.Module
+    format: str
+    sha256: str
+    path: str | None = None
+    arch: str | None = None
+    arch_config: dict[str, Any] | None = None
+    unwrapped: list[str] = field(default_factory=list)
+    static_batch_size: int | None = None
+
+    @property
+    def functional(self) -> bool:
+        """Whether ``torch.func.functional_call`` works (everything but TorchScript)."""
+        return self.format != FORMAT_TORCHSCRIPT
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "sha256": self.sha256,
+            "num_params": self.num_params,
+            "arch": self.arch,
+            "arch_config": self.arch_config,
+            "unwrapped": list(self.unwrapped),
+            "static_batch_size": self.static_batch_size,
+        }
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def detect_format(path: str | Path) -> str:
+    """Recognise the format from the bytes: export archive, TorchScript, torch.save, safetensors.
+
+    Raises:
+        BadCheckpoint: empty, unreadable, or of no known format.
+        UnsafeCheckpoint: a legacy (non-zip) pickle file, which only full unpickling could read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpoint(f"checkpoint not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise BadCheckpoint(f"{path.name}: the file is empty")
+    if head[:4] == b"PK\x03\x04":
+        names = _zip_names(path)
+        return _classify_zip(path, names)
+    if _looks_like_safetensors(path, head):
+        return FORMAT_SAFETENSORS
+    if head[:1] == b"\x80" or path.suffix in {".pkl", ".pickle"}:
+        # Legacy torch.save files are pickles too; the weights-only unpickler reads those.
+        return FORMAT_STATE_DICT
+    raise BadCheckpoint(
+        f"{path.name}: not a checkpoint GenScope can read (expected a torch.export .pt2 archive, "
+        "a TorchScript archive, a torch.save state dict or a .safetensors file)"
+    )
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise BadCheckpoint(f"{path.name}: truncated or corrupt archive ({exc})") from None
+    size = path.stat().st_size
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_ZIP_RATIO * max(size, 1) and declared > (64 << 20):
+        raise BadCheckpoint(
+            f"{path.name}: the archive declares {declared} bytes uncompressed from {size} bytes "
+            "(a zip bomb?)"
+        )
+    for info in infos:
+        name = info.filename
+        if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
+            raise BadCheckpoint(f"{path.name}: archive member with an unsafe path: {name!r}")
+    return [i.filename for i in infos]
+
+
+def _classify_zip(path: Path, names: list[str]) -> str:
+    tails = {n.split("/", 1)[-1] for n in names}
+    if (
+        "archive_format" in tails
+        or "serialized_exported_program.json" in tails
+        or any(t.startswith("models/") and t.endswith(".json") for t in tails)
+    ):
+        return FORMAT_EXPORT
+    if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
+        return FORMAT_TORCHSCRIPT
+    if "data.pkl" in tails:
+        return FORMAT_STATE_DICT
+    raise BadCheckpoint(
+        f"{path.name}: a zip archive, but neither a torch.export program, a TorchScript module "
+        "nor a torch.save file"
+    )
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header_len <= path.stat().st_size
+
+
+def load_checkpoint(
+    path: str | Path,
+    arch: str | None = None,
+    arch_config: Mapping[str, Any] | None = None,
+) -> LoadedModel:
+    """Load a checkpoint safely and return the model in eval mode on the CPU.
+
+    Args:
+        path: the checkpoint file.
+        arch: zoo architecture name; needed for weights-only formats.
+        arch_config: the architecture's JSON config (validated by the zoo).
+
+    Raises:
+        BadCheckpoint (and subclasses): with a one-line message a user can act on.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    sha = file_sha256(path)
+    if fmt == FORMAT_EXPORT:
+        module, static_batch = _load_export(path)
+        loaded = LoadedModel(module, fmt, sha, str(path), static_batch_size=static_batch)
+    elif fmt == FORMAT_TORCHSCRIPT:
+        loaded = LoadedModel(_load_torchscript(path), fmt, sha, str(path))
+    else:
+        if fmt == FORMAT_SAFETENSORS:
+            state, unwrapped = _read_safetensors(path), []
+        else:
+            state, unwrapped = unwrap_state_dict(_read_torch_save(path), path.name)
+        if arch is None:
+            from genscope.io.zoo import ARCH_NAMES
+
+            raise BadCheckpoint(
+                f"{path.name} holds weights only: name the architecture with --arch "
+                f"(one of {', '.join(ARCH_NAMES)}) and --arch-config, or export the model "
+                "to .pt2 with torch.export.save"
+            )
+        from genscope.io.zoo import build_model, validate_config
+
+        config = validate_config(arch, dict(arch_config or {}))
+        module = build_model(arch, config)
+        load_weights(module, state, path.name)
+        loaded = LoadedModel(module, fmt, sha, str(path), arch, config, unwrapped)
+    check_finite(loaded.module, path.name)
+    set_eval(loaded.module)
+    return loaded
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BadCheckpoint(f"{path.name}: corrupt safetensors file ({exc})") from None
+
+
+def _read_torch_save(path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpoint(
+            f"{path.name} needs full unpickling to load ({_unpickling_culprit(exc)}), which "
+            f"could run arbitrary code, so it was not loaded. {EXPORT_HINT}"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadCheckpoint(
+            f"{path.name}: truncated or corrupt torch.save file ({first})"
+        ) from None
+
+
+def _unpickling_culprit(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("Unsupported global", "Unsupported operand", "Trying to")):
+            return line.rstrip(".")
+    return "it contains objects other than tensors and plain containers"
+
+
+def unwrap_state_dict(
+    obj: Any, name: str = "checkpoint"
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Find the tensors of a training checkpoint; return them and what was unwrapped.
+
+    Follows ``state_dict``/``model``/``net``… keys (nested too), then strips a prefix common to
+    every key (``module.`` from DataParallel/DDP, ``_orig_mod.`` from ``torch.compile``).
+    """
+    notes: list[str] = []
+    depth = 0
+    while isinstance(obj, Mapping) and not _is_tensor_dict(obj) and depth < 4:
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        notes.append(f"took the tensors under key {key!r}")
+        obj = obj[key]
+        depth += 1
+    if not isinstance(obj, Mapping):
+        raise BadCheckpoint(
+            f"{name}: expected a state dict (a mapping of tensors), got {type(obj).__name__}"
+        )
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    dropped = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if not tensors:
+        raise BadCheckpoint(
+            f"{name}: no tensors found in the state dict (keys: {sorted(obj)[:10]})"
+        )
+    if dropped:
+        notes.append(f"ignored non-tensor entries {dropped[:10]}")
+    changed = True
+    while changed:
+        changed = False
+        for prefix in STRIP_PREFIXES:
+            if all(k.startswith(prefix) for k in tensors):
+                tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+                notes.append(f"stripped the prefix {prefix!r}")
+                changed = True
+    return tensors, notes
+
+
+def _is_tensor_dict(obj: Mapping[Any, Any]) -> bool:
+    return bool(obj) and sum(isinstance(v, torch.Tensor) for v in obj.values()) >= len(obj) / 2
+
+
+OPTIONAL_BUFFERS = ("num_batches_tracked",)
+
+
+def load_weights(
+    module: nn.Module, state: Mapping[str, torch.Tensor], name: str = "checkpoint"
+) -> None:
+    """Copy ``state`` into ``module``; list every missing/unexpected key and shape mismatch."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_BUFFERS)]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_clip(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_clip(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_clip(shapes)}")
+        raise WeightMismatch(
+            f"{name} does not fit the architecture: " + "; ".join(parts),
+            {"missing": missing, "unexpected": unexpected, "shape_mismatches": shapes},
+        )
+    with torch.no_grad():
+        for key, target in expected.items():
+            if key in state:
+                target.copy_(state[key].to(target.dtype))
+
+
+def _clip(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)})"
+
+
+def check_finite(module: nn.Module, name: str = "checkpoint") -> None:
+    bad = [
+        key
+        for key, t in list(module.named_parameters()) + list(module.named_buffers())
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise NonFiniteWeights(
+            f"{name} has non-finite weights (NaN or inf) in {_clip(bad)}", {"tensors": bad}
+        )
+
+
+def set_eval(module: nn.Module) -> nn.Module:
+    """Put a module in eval mode; exported programs are fixed at export and are left as they are."""
+    if not isinstance(module, torch.fx.GraphModule):
+        module.eval()
+    return module
+
+
+# --- torch.export -------------------------------------------------------------------------------
+
+_SAFE_LOAD_LOCK = threading.Lock()
+_TRAINING_OPS = ("_native_batch_norm_legit_functional", "native_dropout")
+
+
+@contextlib.contextmanager
+def _no_full_unpickling() -> Iterator[None]:
+    """Force every ``torch.load`` to weights-only and refuse plain ``pickle.loads`` meanwhile.
+
+    torch.export's loader calls ``torch.load(weights_only=False)`` for some members and
+    ``pickle.loads`` for opaque constants; a crafted archive could run code through either.
+    """
+    original_load = torch.load
+    original_loads = pickle.loads
+    original_obj = getattr(torch._C, "_pickle_load_obj", None)
+
+    def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return original_load(*args, **kwargs)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("Unsupported pickled object in archive")
+
+    with _SAFE_LOAD_LOCK:
+        torch.load = weights_only_load  # type: ignore[assignment]
+        pickle.loads = refuse
+        if original_obj is not None:
+            torch._C._pickle_load_obj = refuse
+        try:
+            yield
+        finally:
+            torch.load = original_load  # type: ignore[assignment]
+            pickle.loads = original_loads
+            if original_obj is not None:
+                torch._C._pickle_load_obj = original_obj
+
+
+def _load_export(path: Path) -> tuple[nn.Module, int | None]:
+    try:
+        with warnings.catch_warnings(), _no_full_unpickling():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path))
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpoint(
+            f"{path.name}: the archive holds pickled objects that need full unpickling "
+            f"({_unpickling_culprit(exc)}); refused"
+        ) from None
+    except Exception as exc:  # torch raises many kinds on a broken archive
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadCheckpoint(f"{path.name}: not a loadable torch.export archive ({first})") from None
+    for node in program.graph.nodes:
+        target = str(node.target)
+        if node.op == "call_function" and any(op in target for op in _TRAINING_OPS):
+            raise BadCheckpoint(
+                f"{path.name} was exported in training mode ({target}); export after "
+                "model.eval() so BatchNorm uses its running statistics and dropout is off"
+            )
+    static = _static_batch_size(program)
+    module = program.module()
+    if static is not None:
+        _accept_any_batch(module, static)
+    return module, static
+
+
+def _static_batch_size(program: Any) -> int | None:
+    users = list(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in users[:1]:
+            val = node.meta.get("val")
+            shape = getattr(val, "shape", None)
+            if shape is not None and len(shape) > 0 and isinstance(shape[0], int):
+                return int(shape[0])
+    return None
+
+
+def _accept_any_batch(module: nn.Module, batch: int) -> None:
+    """Let a program exported with a fixed batch size take any batch: split and zero-pad.
+
+    Exact in eval mode, where examples do not interact. The parameters stay the module's own, so
+    ``torch.func.functional_call`` still substitutes them.
+    """
+    original = type(module).forward
+
+    def forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if n == batch:
+            return original(self, x)
+        outs = []
+        for start in range(0, n, batch):
+            chunk = x[start : start + batch]
+            size = chunk.shape[0]
+            if size < batch:
+                pad = chunk.new_zeros((batch - size, *chunk.shape[1:]))
+                chunk = torch.cat([chunk, pad])
+            outs.append(original(self, chunk)[:size])
+        return torch.cat(outs)
+
+    module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
+
+
+# --- TorchScript --------------------------------------------------------------------------------
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadCheckpoint(f"{path.name}: not a loadable TorchScript archive ({first})") from None
+
+
+def load_from_bytes(data: bytes, suffix: str, **kwargs: Any) -> LoadedModel:
+    """Load a checkpoint from memory (tests, uploads) through a temporary file."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"checkpoint{suffix}"
+        path.write_bytes(data)
+        loaded = load_checkpoint(path, **kwargs)
+        loaded.path = None
+        return loaded
+
+
+__all__ = [
+    "FORMAT_EXPORT",
+    "FORMAT_SAFETENSORS",
+    "FORMAT_STATE_DICT",
+    "FORMAT_TORCHSCRIPT",
+    "LoadedModel",
+    "detect_format",
+    "file_sha256",
+    "load_checkpoint",
+    "load_from_bytes",
+    "load_weights",
+    "unwrap_state_dict",
+]

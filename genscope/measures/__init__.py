@@ -1,0 +1,1 @@
+"""Measures: each module registers its measures with :mod:`genscope.measures.registry`."""

@@ -1,0 +1,296 @@
+"""The measure registry: every measure declares its id, group, typed parameters and direction.
+
+Measures live in the modules of :mod:`genscope.measures` and register themselves with
+:func:`measure` when imported; :func:`load_builtin_measures` imports them all. The CLI's
+``--measures`` and ``--param MEASURE.NAME=VALUE`` and the service's run request resolve through
+:func:`resolve_measures` and :func:`resolve_params`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from genscope.errors import BadParameter, UnknownMeasure
+
+if TYPE_CHECKING:
+    from genscope.measures.context import MeasureContext
+
+GROUPS = ("metrics", "margins", "hessian", "sharpness", "bounds", "representation")
+HIGHER_IS_BETTER = "higher_is_better"
+LOWER_IS_BETTER = "lower_is_better"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed measure parameter with a default and an allowed range."""
+
+    name: str
+    kind: type  # int, float, bool or str
+    default: Any
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False  # None is allowed (the measure then derives the value)
+
+    def coerce(self, raw: Any, measure_id: str = "") -> Any:
+        """Parse ``raw`` (a CLI string or a JSON value) and check type and range."""
+        where = f"{measure_id}.{self.name}" if measure_id else self.name
+        if raw is None or (isinstance(raw, str) and raw.lower() in {"none", "null"}):
+            if self.optional:
+                return None
+            raise BadParameter(f"{where} needs a value")
+        try:
+            value = self._parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise BadParameter(
+                f"{where} must be a {self.kind.__name__}, got {raw!r}", {"param": where}
+            ) from exc
+        if self.choices is not None and value not in self.choices:
+            raise BadParameter(
+                f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}",
+                {"param": where},
+            )
+        if self.kind in (int, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise BadParameter(f"{where} must be finite, got {value!r}", {"param": where})
+            if self.min is not None and value < self.min:
+                raise BadParameter(f"{where} must be >= {self.min}, got {value}", {"param": where})
+            if self.max is not None and value > self.max:
+                raise BadParameter(f"{where} must be <= {self.max}, got {value}", {"param": where})
+        return value
+
+    def _parse(self, raw: Any) -> Any:
+        if self.kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(raw)
+        if self.kind is int:
+            if isinstance(raw, bool):
+                raise TypeError(raw)
+            if isinstance(raw, float):
+                if not raw.is_integer():
+                    raise ValueError(raw)
+                return int(raw)
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if self.kind is float:
+            if isinstance(raw, bool):
+                raise TypeError(raw)
+            return float(raw)
+        if self.kind is str:
+            if not isinstance(raw, str):
+                raise TypeError(raw)
+            return raw
+        raise TypeError(f"unsupported parameter kind {self.kind}")
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.kind.__name__,
+            "default": self.default,
+            "help": self.help,
+        }
+        for key in ("min", "max", "choices"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+Compute = Callable[["MeasureContext", dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A registered measure.
+
+    ``compute(ctx, params)`` returns a dict with ``value`` (float or None) and any details; the
+    orchestrator adds ``params`` and ``seconds``. ``cost`` is a rough relative cost (number of
+    forward/backward passes over the sample, in units of one pass) shown to users before a run.
+    """
+
+    id: str
+    group: str
+    compute: Compute
+    params: tuple[Param, ...] = ()
+    direction: str | None = None
+    description: str = ""
+    source: str = ""
+    cost: str = "cheap"  # cheap | moderate | expensive
+    requires: frozenset[str] = field(default_factory=frozenset)  # e.g. {"functional"}
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.params) or "none"
+        raise BadParameter(
+            f"{self.id} has no parameter {name!r} (its parameters: {known})",
+            {"param": f"{self.id}.{name}"},
+        )
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "direction": self.direction,
+            "description": self.description,
+            "source": self.source,
+            "cost": self.cost,
+            "params": [p.describe() for p in self.params],
+        }
+
+
+_REGISTRY: dict[str, Measure] = {}
+
+
+def register(m: Measure) -> Measure:
+    """Add a measure to the registry; ids are unique."""
+    if m.group not in GROUPS:
+        raise ValueError(f"measure {m.id}: unknown group {m.group!r}")
+    if m.id in _REGISTRY and _REGISTRY[m.id].compute is not m.compute:
+        raise ValueError(f"measure id {m.id!r} registered twice")
+    _REGISTRY[m.id] = m
+    return m
+
+
+def measure(
+    id: str,
+    group: str,
+    params: Iterable[Param] = (),
+    direction: str | None = None,
+    source: str = "",
+    cost: str = "cheap",
+    requires: Iterable[str] = (),
+) -> Callable[[Compute], Compute]:
+    """Decorator form of :func:`register`; the docstring's first line becomes the description."""
+
+    def wrap(fn: Compute) -> Compute:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        register(
+            Measure(
+                id=id,
+                group=group,
+                compute=fn,
+                params=tuple(params),
+                direction=direction,
+                description=doc[0] if doc else "",
+                source=source,
+                cost=cost,
+                requires=frozenset(requires),
+            )
+        )
+        return fn
+
+    return wrap
+
+
+_loaded = False
+
+
+def load_builtin_measures() -> None:
+    """Import every module of :mod:`genscope.measures` so that its measures register."""
+    global _loaded
+    if _loaded:
+        return
+    import genscope.measures as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in {"registry", "context"} and not info.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    _loaded = True
+
+
+def all_measures() -> list[Measure]:
+    load_builtin_measures()
+    return sorted(_REGISTRY.values(), key=lambda m: (GROUPS.index(m.group), m.id))
+
+
+def get_measure(measure_id: str) -> Measure:
+    load_builtin_measures()
+    try:
+        return _REGISTRY[measure_id]
+    except KeyError:
+        raise UnknownMeasure(
+            f"unknown measure {measure_id!r}; known: {', '.join(sorted(_REGISTRY))}",
+            {"measure": measure_id},
+        ) from None
+
+
+def resolve_measures(names: Iterable[str] | str | None) -> list[Measure]:
+    """Expand ids and group names (``margins``, ``hessian``, ``all`` …) into measures, in order.
+
+    A group name selects every measure of that group; ``all`` every measure; an id one measure.
+    ``None`` or an empty list selects the default set: ``margin.output``.
+    """
+    load_builtin_measures()
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    wanted = [n.strip() for n in (names or []) if n and n.strip()]
+    if not wanted:
+        wanted = ["margin.output"]
+    chosen: dict[str, Measure] = {}
+    for name in wanted:
+        if name == "all":
+            chosen.update((m.id, m) for m in all_measures())
+        elif name in GROUPS:
+            chosen.update((m.id, m) for m in all_measures() if m.group == name)
+        else:
+            chosen[name] = get_measure(name)
+    return sorted(chosen.values(), key=lambda m: (GROUPS.index(m.group), m.id))
+
+
+def parse_param_assignments(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Parse CLI ``MEASURE.NAME=VALUE`` items into ``{measure_id: {name: raw value}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        measure_id, dot, name = key.strip().rpartition(".")
+        if not sep or not dot or not measure_id or not name:
+            raise BadParameter(
+                f"--param expects MEASURE.NAME=VALUE (e.g. hessian.top_eigenvalues.k=10), "
+                f"got {item!r}"
+            )
+        out.setdefault(measure_id, {})[name] = raw.strip()
+    return out
+
+
+def resolve_params(
+    measures: Iterable[Measure], overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Defaults of each measure with ``overrides`` applied, typed and range-checked.
+
+    Overrides for a measure that was not selected are an error (a typo would otherwise be
+    silently ignored).
+    """
+    measures = list(measures)
+    overrides = dict(overrides or {})
+    selected = {m.id for m in measures}
+    for measure_id in overrides:
+        if measure_id not in selected:
+            get_measure(measure_id)  # unknown id -> UnknownMeasure
+            raise BadParameter(
+                f"a parameter was given for {measure_id}, which is not among the selected measures",
+                {"measure": measure_id},
+            )
+    resolved: dict[str, dict[str, Any]] = {}
+    for m in measures:
+        values = m.defaults()
+        for name, raw in (overrides.get(m.id) or {}).items():
+            values[name] = m.param(name).coerce(raw, m.id)
+        resolved[m.id] = values
+    return resolved

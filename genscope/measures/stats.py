@@ -1,0 +1,37 @@
+"""Summaries shared by measures: quantiles and per-class breakdowns of per-example values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90}
+
+
+def quantiles(values: torch.Tensor) -> dict[str, float | None]:
+    """p10, p25, p50, p75, p90 (linear interpolation, as numpy's default) of finite values."""
+    v = values.detach().double().flatten()
+    v = v[torch.isfinite(v)]
+    if v.numel() == 0:
+        return dict.fromkeys(QUANTILES)
+    q = torch.quantile(v.cpu(), torch.tensor(list(QUANTILES.values()), dtype=torch.float64))
+    return {k: float(x) for k, x in zip(QUANTILES, q.tolist(), strict=True)}
+
+
+def median(values: torch.Tensor) -> float | None:
+    return quantiles(values)["p50"]
+
+
+def per_class(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[dict[str, Any]]:
+    """For each class: count, mean and quantiles of the values of its examples."""
+    out = []
+    v = values.detach().double().cpu()
+    y = labels.detach().cpu()
+    for c in range(num_classes):
+        sel = v[y == c]
+        entry: dict[str, Any] = {"class": c, "count": int(sel.numel())}
+        entry["mean"] = float(sel.mean()) if sel.numel() else None
+        entry.update(quantiles(sel))
+        out.append(entry)
+    return out
