@@ -271,6 +271,43 @@ def demo(
         )
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="a checkpoint, or a dataset file with --dataset")],
+    arch: Annotated[
+        str | None, typer.Option(help="zoo architecture for weights-only files")
+    ] = None,
+    arch_config: Annotated[
+        str | None, typer.Option(help="architecture config: JSON or a file")
+    ] = None,
+    dataset: Annotated[bool, typer.Option("--dataset", help="inspect a dataset file")] = False,
+) -> None:
+    """Load a checkpoint (or dataset) safely and print what it is as one JSON object.
+
+    On a bad file, prints ``{"error": {"code", "message", "detail"}}`` and exits with status 2.
+    The service runs this in a subprocess so that its own process never imports torch.
+    """
+    from genscope.errors import GenScopeError
+
+    try:
+        if dataset:
+            from genscope.io.datasets import load_dataset
+
+            kind = "safetensors" if path.suffix == ".safetensors" else "npz"
+            info = load_dataset(f"{kind}:{path}").summary()
+        else:
+            from genscope.graph import affine_layers
+            from genscope.io.checkpoints import load_checkpoint
+
+            loaded = load_checkpoint(path, arch=arch, arch_config=_parse_arch_config(arch_config))
+            info = loaded.summary()
+            info["layers"] = [layer.to_dict() for layer in affine_layers(loaded.module)]
+    except GenScopeError as exc:
+        print(json.dumps({"error": exc.to_dict()}, default=str))
+        raise typer.Exit(2) from None
+    print(json.dumps(info, default=str))
+
+
 @app.command("measures")
 def list_measures(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

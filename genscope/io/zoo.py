@@ -105,7 +105,10 @@ def _bad(arch: str, key: str | None, message: str, value: Any = _MISSING) -> Bad
     if key is not None:
         detail["key"] = key
     if value is not _MISSING:
-        detail["value"] = value if isinstance(value, (int, float, str, bool)) else repr(value)
+        plain = isinstance(value, (int, str, bool)) or (
+            isinstance(value, float) and math.isfinite(value)
+        )
+        detail["value"] = value if plain else repr(value)  # always JSON-able
     return BadArchitecture(message, detail)
 
 
@@ -279,7 +282,8 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
             "widths",
             "list[int]",
             (512, 512),
-            "Hidden layer widths; [] gives a linear (softmax-regression) model.",
+            "Hidden layer widths (each 1..100000, at most 1000 layers); [] gives a linear "
+            "(softmax-regression) model.",
             min=1,
             max=100_000,
             max_len=1000,
@@ -296,7 +300,7 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
             "dropout",
             "float",
             0.0,
-            "Dropout probability after each hidden activation.",
+            "Dropout probability in [0, 1) after each hidden activation.",
             min=0.0,
             max=1.0,
             exclusive_max=True,
@@ -390,7 +394,7 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
             "dropout",
             "float",
             0.0,
-            "Dropout between the two convs of each block.",
+            "Dropout probability in [0, 1) between the two convs of each block.",
             min=0.0,
             max=1.0,
             exclusive_max=True,
@@ -422,7 +426,7 @@ _FIELDS: dict[str, tuple[_Field, ...]] = {
             "dropout",
             "float",
             0.0,
-            "Dropout after each block.",
+            "Dropout probability in [0, 1) after each block.",
             min=0.0,
             max=1.0,
             exclusive_max=True,
@@ -501,10 +505,6 @@ def _normalise(name: Any, config: Any) -> tuple[str, dict[str, Any]]:
     return arch, out
 
 
-def _check_mlp(cfg: dict[str, Any]) -> None:
-    pass
-
-
 def _lenet_final_size(input_size: int, padding: str) -> int:
     """Spatial size after LeNet's second pool (<= 0 when the input is too small)."""
     p1, p2 = _LENET_PADDINGS[padding]
@@ -532,8 +532,8 @@ def _check_lenet(cfg: dict[str, Any]) -> None:
         )
 
 
-def _check_vgg(cfg: dict[str, Any]) -> None:
-    pass
+def _no_cross_check(cfg: dict[str, Any]) -> None:
+    """Architectures whose keys are independent of each other."""
 
 
 def _check_resnet(cfg: dict[str, Any]) -> None:
@@ -563,13 +563,13 @@ def _check_wide_resnet(cfg: dict[str, Any]) -> None:
 
 
 _CROSS_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "mlp": _check_mlp,
+    "mlp": _no_cross_check,
     "lenet": _check_lenet,
-    "vgg": _check_vgg,
+    "vgg": _no_cross_check,
     "resnet": _check_resnet,
-    "preact_resnet18": _check_vgg,
+    "preact_resnet18": _no_cross_check,
     "wide_resnet": _check_wide_resnet,
-    "nin": _check_vgg,
+    "nin": _no_cross_check,
 }
 
 
@@ -1025,7 +1025,9 @@ class WideBasic(nn.Module):
 class _WideStage(nn.Module):
     """xternalz's ``NetworkBlock``: the blocks of one stage in ``layer``."""
 
-    def __init__(self, n: int, in_planes: int, out_planes: int, stride: int, dropout: float):
+    def __init__(
+        self, n: int, in_planes: int, out_planes: int, stride: int, dropout: float
+    ) -> None:
         super().__init__()
         blocks = [WideBasic(in_planes, out_planes, stride, dropout)]
         blocks += [WideBasic(out_planes, out_planes, 1, dropout) for _ in range(n - 1)]
@@ -1091,7 +1093,7 @@ class NiN(nn.Module):
     stride 2, "same" padding), then two 1x1 convs, each conv followed by BN (when ``batchnorm``)
     and ReLU, then dropout when ``dropout`` > 0. ``classifier`` is a 1x1 conv to the classes,
     followed by global average pooling. The default width 192 is Lin et al.'s CIFAR width. Convs
-    carry biases (as the PGDL Keras models do).
+    carry biases (the Keras default of the PGDL models).
     """
 
     def __init__(
@@ -1242,24 +1244,31 @@ def validate_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     arch, cfg = _normalise(name, config)
     count = _COUNTERS[arch](cfg)
     if count > MAX_PARAMS:
+        keys = _SIZE_KEYS[arch]
         raise BadArchitecture(
             f"{arch}: this config has {count:,} parameters, above the cap of {MAX_PARAMS:,}; "
-            f"reduce {_size_keys(arch)}",
-            {"arch": arch, "num_params": count, "max_params": MAX_PARAMS, "key": _size_keys(arch)},
+            f"reduce {' or '.join(repr(k) for k in keys)}",
+            {
+                "arch": arch,
+                "key": keys[0],
+                "keys": list(keys),
+                "num_params": count,
+                "max_params": MAX_PARAMS,
+            },
         )
     return cfg
 
 
-def _size_keys(arch: str) -> str:
-    return {
-        "mlp": "'widths' or 'input_dim'",
-        "lenet": "'input_size'",
-        "vgg": "'width_multiplier'",
-        "resnet": "'width'",
-        "preact_resnet18": "'width'",
-        "wide_resnet": "'widen_factor' or 'depth'",
-        "nin": "'width' or 'depth'",
-    }[arch]
+# The keys that drive the parameter count, named when a config is over the cap.
+_SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "mlp": ("widths", "input_dim"),
+    "lenet": ("input_size",),
+    "vgg": ("width_multiplier",),
+    "resnet": ("width",),
+    "preact_resnet18": ("width",),
+    "wide_resnet": ("widen_factor", "depth"),
+    "nin": ("width", "depth"),
+}
 
 
 def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
