@@ -11,14 +11,14 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from genscope.analyze import analyze as analyze
+    from genscope.analysis import analyze as analyze
 
 __all__ = ["__version__", "analyze"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "analyze":
-        from genscope.analyze import analyze
+        from genscope.analysis import analyze
 
         return analyze
     raise AttributeError(name)

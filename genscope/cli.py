@@ -35,9 +35,8 @@ DEMO_MEASURES = "margins,hessian,sharpness,bounds"
 
 
 def _fail(code: str, message: str, status: int) -> None:
-    err_console.print(
-        f"[bold red]error[/] [{code}]: {message}", markup=True, highlight=False, soft_wrap=True
-    )
+    """One line on standard error, ``error [code]: message``, then exit with ``status``."""
+    typer.echo(f"error [{code}]: {' '.join(message.split())}", err=True)
     raise typer.Exit(status)
 
 
@@ -158,7 +157,7 @@ def run_analysis(
     out: Path | None,
     quiet: bool,
 ) -> Path:
-    from genscope.analyze import analyze as run
+    from genscope.analysis import analyze as run
     from genscope.measures.context import AnalysisOptions
     from genscope.measures.registry import parse_param_assignments
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import pickle
+import re
 import threading
 import types
 import warnings
@@ -245,12 +246,11 @@ def _read_torch_save(path: Path) -> Any:
 
 
 def _unpickling_culprit(exc: Exception) -> str:
-    text = str(exc)
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(("Unsupported global", "Unsupported operand", "Trying to")):
-            return line.rstrip(".")
-    return "it contains objects other than tensors and plain containers"
+    """The object torch's weights-only unpickler refused, e.g. ``GLOBAL io.open``."""
+    match = re.search(r"Unsupported (?:global|operand)[^.]*?:?\s*(GLOBAL [\w.]+|[^ ]+)", str(exc))
+    if match:
+        return f"it holds {match.group(1).replace('GLOBAL ', '')}"
+    return "it holds objects other than tensors and plain containers"
 
 
 def unwrap_state_dict(
@@ -268,6 +268,9 @@ def unwrap_state_dict(
         if key is None:
             break
         notes.append(f"took the tensors under key {key!r}")
+        others = sorted(str(k) for k in obj if k != key)
+        if others:
+            notes.append(f"ignored non-tensor entries {others[:10]}")
         obj = obj[key]
         depth += 1
     if not isinstance(obj, Mapping):

@@ -236,6 +236,9 @@ def load_array_file(path: Path, kind: str) -> Dataset:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise BadDataset(f"{path.name}: not a readable npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             out = {}

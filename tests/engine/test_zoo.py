@@ -270,6 +270,11 @@ def test_validate_fills_defaults_and_normalises() -> None:
     assert validate_config("mlp", {"activation": "GELU", "dropout": 0})["activation"] == "gelu"
     assert validate_config("mlp", {"dropout": 0})["dropout"] == 0.0
     assert validate_config("mlp", {"widths": (4, 5)})["widths"] == [4, 5]
+    # idempotent: a normalised config validates to itself (loaders re-validate)
+    for name in ARCH_NAMES:
+        for cfg in (None, SMALL_DIGITS[name]):
+            full = validate_config(name, cfg)
+            assert validate_config(name, full) == full
     # the input is not modified
     raw: dict[str, Any] = {"widths": [3]}
     validate_config("mlp", raw)
