@@ -1,0 +1,496 @@
+"""Sharpness and input-smoothness measures (measures.md, "Sharpness and smoothness").
+
+All of them use mean cross-entropy in eval mode on a training sample of ``samples`` examples
+(default 1024, shared by the sharpness measures: the same seed gives the same sample) split into
+batches of ``batch_size`` (128). Worst- and average-case sharpness are computed per batch and
+averaged (the m-sharpness of Foret et al. 2021 and Andriushchenko et al. 2023); the spread over
+batches is reported as ``stderr``. The search routines live in :mod:`genscope.perturb`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from genscope.measures.context import MeasureContext, Sample
+from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.stats import quantiles
+from genscope.perturb import (
+    FlatParams,
+    LossFn,
+    Objective,
+    SigmaSearch,
+    average_case,
+    cross_entropy,
+    mean_and_stderr,
+    normalized_cross_entropy,
+    sigma_search,
+    worst_case,
+)
+
+SAMPLE_PURPOSE = "sharpness"
+
+
+def _samples_param(default: int = 1024) -> Param:
+    return Param(
+        "samples",
+        int,
+        default,
+        "training examples used (the whole set if it is smaller)",
+        1,
+        10_000_000,
+    )
+
+
+BATCH = Param("batch_size", int, 128, "examples per batch (m of m-sharpness)", 1, 100_000)
+STEPS = Param("steps", int, 20, "gradient evaluations of the ascent", 1, 1000)
+
+
+# --- shared plumbing ---------------------------------------------------------------------------
+
+
+def build_objective(
+    ctx: MeasureContext, samples: int | None, batch_size: int, loss_fn: LossFn = cross_entropy
+) -> tuple[Objective, torch.Tensor, Sample]:
+    """The sharpness objective on the shared training sample: (objective, flat θ, sample)."""
+    params = ctx.params()
+    flat = FlatParams(params)
+    theta = flat.flatten(params).clone()
+    sample = ctx.train_sample(samples, SAMPLE_PURPOSE)
+    batches = [
+        (sample.x[i : i + batch_size], sample.y[i : i + batch_size])
+        for i in range(0, sample.n, batch_size)
+    ]
+    return Objective(ctx.functional, flat, batches, loss_fn), theta, sample
+
+
+def sample_block(sample: Sample, batch_size: int | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"size": sample.n, "whole_set": sample.whole, "split": "train"}
+    if batch_size is not None:
+        block["batch_size"] = batch_size
+        block["batches"] = math.ceil(sample.n / batch_size)
+    return block
+
+
+def finite_or_reason(out: dict[str, Any], value: float | None, what: str) -> dict[str, Any]:
+    """Put ``value`` in ``out``; a non-finite value becomes None with a reason."""
+    if value is None or not math.isfinite(value):
+        out["value"] = None
+        out.setdefault("reason", f"{what} is not finite ({value})")
+    else:
+        out["value"] = value
+    return out
+
+
+def _worst_case_measure(
+    ctx: MeasureContext,
+    params: dict[str, Any],
+    norm: str,
+    adaptive: bool,
+    loss_fn: LossFn,
+    loss_name: str,
+) -> dict[str, Any]:
+    objective, theta, sample = build_objective(
+        ctx, params["samples"], params["batch_size"], loss_fn
+    )
+    scale = theta.abs() if adaptive else None
+    increases, clean, worst, acc_drop = [], [], [], []
+    nb = len(objective.batches)
+    for b in range(nb):
+        res = worst_case(objective, theta, scale, params["rho"], norm, params["steps"], batch=b)
+        increases.append(res.increase)
+        clean.append(res.clean)
+        worst.append(res.worst)
+        c = torch.ones_like(theta) if scale is None else scale
+        acc_drop.append(objective.accuracy(theta, b) - objective.accuracy(theta + c * res.z, b))
+        ctx.progress((b + 1) / nb, f"batch {b + 1}/{nb}")
+    mean, se = mean_and_stderr(increases)
+    out: dict[str, Any] = {
+        "stderr": se,
+        "stderr_over": "batches",
+        "per_batch": increases,
+        "clean_loss": sum(clean) / nb,
+        "worst_loss": sum(worst) / nb,
+        "accuracy_drop": sum(acc_drop) / nb,
+        "norm": norm,
+        "scale": "|w| (elementwise adaptive)" if adaptive else "1 (standard)",
+        "loss": loss_name,
+        "steps": params["steps"],
+        "num_grad": objective.num_grad,
+        "optimizer": "projected gradient ascent, Auto-PGD step schedule, zero init, best iterate",
+        "sample": sample_block(sample, params["batch_size"]),
+    }
+    return finite_or_reason(out, mean, "the loss increase")
+
+
+# --- worst case ---------------------------------------------------------------------------------
+
+
+@measure(
+    "sharpness.sam",
+    group="sharpness",
+    params=[
+        Param("rho", float, 0.05, "radius ρ of the ℓ2 ball", 0.0, 1e3),
+        STEPS,
+        _samples_param(),
+        BATCH,
+    ],
+    direction=LOWER_IS_BETTER,
+    source="Foret et al. 2021 (SAM), eq. 1: max_{‖ε‖₂≤ρ} L_S(w+ε) − L_S(w)",
+    cost="moderate",
+    requires=["functional"],
+)
+def sam_sharpness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Worst-case loss increase in an ℓ2 ball of radius ρ around the weights (SAM sharpness).
+
+    Foret, Kleiner, Mobahi & Neyshabur, "Sharpness-aware minimization for efficiently improving
+    generalization", ICLR 2021, eq. 1 (p = 2), per batch of m examples (their m-sharpness),
+    maximised by projected gradient ascent with ``steps`` gradient evaluations (the first step is
+    SAM's first-order ε̂ = ρ∇L/‖∇L‖). Not invariant to reparametrisation (Dinh et al. 2017).
+    """
+    return _worst_case_measure(ctx, params, "l2", False, cross_entropy, "cross-entropy")
+
+
+@measure(
+    "sharpness.adaptive_worst",
+    group="sharpness",
+    params=[
+        Param("rho", float, 0.001, "radius ρ of the adaptive ball ‖δ/|w|‖ ≤ ρ", 0.0, 100.0),
+        Param("norm", str, "linf", "ℓp norm of the ball", choices=("linf", "l2")),
+        Param("logit_normalize", bool, True, "cross-entropy on normalized logits"),
+        STEPS,
+        _samples_param(),
+        BATCH,
+    ],
+    direction=LOWER_IS_BETTER,
+    source="Andriushchenko et al. 2023, eq. 1 (S^max_ρ with c = |w|); Kwon et al. 2021 (ASAM)",
+    cost="moderate",
+    requires=["functional"],
+)
+def adaptive_worst(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Elementwise-adaptive worst-case sharpness max_{‖δ ⊙ |w|⁻¹‖_p ≤ ρ} L(w+δ) − L(w).
+
+    Andriushchenko, Croce, Müller, Hein & Flammarion, "A modern look at the relationship between
+    sharpness and generalization", ICML 2023, eq. 1 with c = |w| (their best-behaved setting:
+    ℓ∞, ρ = 0.001, logit-normalized loss, m = 128, 20 steps); Kwon et al. 2021, eq. 5. Invariant
+    to layer-wise (indeed any elementwise) rescaling that leaves the network function unchanged.
+    """
+    loss_fn, name = (
+        (normalized_cross_entropy, "logit-normalized cross-entropy")
+        if params["logit_normalize"]
+        else (cross_entropy, "cross-entropy")
+    )
+    return _worst_case_measure(ctx, params, params["norm"], True, loss_fn, name)
+
+
+# --- average case -------------------------------------------------------------------------------
+
+
+@measure(
+    "sharpness.adaptive_average",
+    group="sharpness",
+    params=[
+        Param("rho", float, 0.1, "std multiplier ρ: δ ~ N(0, ρ² diag(w²))", 0.0, 100.0),
+        Param("draws", int, 20, "noise draws per batch", 2, 10_000),
+        _samples_param(),
+        BATCH,
+    ],
+    direction=LOWER_IS_BETTER,
+    source="Andriushchenko et al. 2023, eq. 2 (S^avg_ρ with c = |w|)",
+    cost="moderate",
+    requires=["functional"],
+)
+def adaptive_average(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Elementwise-adaptive average-case sharpness E_{δ~N(0,ρ² diag(w²))} L(w+δ) − L(w).
+
+    Andriushchenko et al., ICML 2023, eq. 2 with c = |w|: per batch of m examples, ``draws``
+    Gaussian draws; ``stderr`` is the Monte-Carlo standard error given the sample.
+    """
+    objective, theta, sample = build_objective(ctx, params["samples"], params["batch_size"])
+    res = average_case(
+        objective,
+        theta,
+        theta.abs(),
+        params["rho"],
+        params["draws"],
+        ctx.generator("sharpness.adaptive_average"),
+    )
+    per_batch = res.increases.mean(dim=1)
+    out: dict[str, Any] = {
+        "stderr": res.stderr,
+        "stderr_over": "noise draws",
+        "batch_std": float(per_batch.std()) if per_batch.numel() > 1 else None,
+        "per_batch": per_batch.tolist(),
+        "clean_loss": sum(res.clean) / len(res.clean),
+        "draws": params["draws"],
+        "num_forward": objective.num_forward,
+        "scale": "|w| (elementwise adaptive)",
+        "loss": "cross-entropy",
+        "sample": sample_block(sample, params["batch_size"]),
+    }
+    return finite_or_reason(out, res.mean, "the mean loss increase")
+
+
+# --- PAC-Bayes flatness (σ search) --------------------------------------------------------------
+
+SEARCH_PARAMS = [
+    Param("draws", int, 10, "noise draws per σ", 1, 10_000),
+    Param("depth", int, 15, "bisection steps on [0, upper]", 1, 60),
+    Param("target", float, 0.1, "accuracy drop the σ is searched for", 1e-4, 1.0),
+    Param("tolerance", float, 0.01, "stop when the drop is this close to the target", 0.0, 1.0),
+    Param("upper", float, 2.0, "upper end of the σ interval", 1e-8, 1e3),
+    _samples_param(),
+]
+
+
+def pacbayes_sigma(
+    ctx: MeasureContext, params: dict[str, Any], magnitude: bool, epsilon: float = 1e-3
+) -> tuple[SigmaSearch, Sample, int]:
+    """The σ (or σ') search of Jiang et al. 2020 on the shared sample, cached per parameters.
+
+    Noise u ~ N(0, σ² I) on every parameter (std σ: the reference code's ``torch.normal(0, σ²)``
+    is a bug, measures-research §5.3), or u_i ~ N(0, σ'² w_i² + ε²) when ``magnitude``.
+    Returns the search, the sample, and the number of forward passes.
+    """
+    keys = ("samples", "draws", "depth", "target", "tolerance", "upper")
+    key = ("pacbayes_sigma", magnitude, epsilon, *(params[k] for k in keys))
+    if key in ctx.cache:
+        return ctx.cache[key]
+    objective, theta, sample = build_objective(ctx, params["samples"], 512)
+    gen = ctx.generator("sharpness.pacbayes_mag" if magnitude else "sharpness.pacbayes")
+    clean = objective.accuracy(theta)
+    depth = params["depth"]
+    calls = [0]
+
+    def accuracy_under_noise(sigma: float) -> tuple[float, float]:
+        if magnitude:
+            std = torch.sqrt(sigma**2 * theta.double() ** 2 + epsilon**2)
+        else:
+            std = torch.full_like(theta, sigma, dtype=torch.float64)
+        accs = []
+        for _ in range(params["draws"]):
+            noise = torch.randn(theta.shape, generator=gen, dtype=torch.float64) * std.cpu()
+            accs.append(objective.accuracy(theta + noise.to(theta.device, theta.dtype)))
+        calls[0] += 1
+        ctx.progress(calls[0] / depth, f"σ = {sigma:.4g}")
+        return mean_and_stderr(accs)
+
+    search = sigma_search(
+        accuracy_under_noise,
+        clean,
+        target=params["target"],
+        tolerance=params["tolerance"],
+        upper=params["upper"],
+        depth=depth,
+    )
+    result = (search, sample, objective.num_forward)
+    ctx.cache[key] = result
+    return result
+
+
+def _flatness_result(
+    search: SigmaSearch, sample: Sample, num_forward: int, params: dict[str, Any], name: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        name: search.sigma,
+        "converged": search.converged,
+        "bracket": [search.lower, search.upper],
+        "accuracy_under_noise": search.accuracy,
+        "accuracy_stderr": search.accuracy_stderr,
+        "clean_accuracy": search.clean_accuracy,
+        "evaluations": search.evaluations,
+        "steps": len(search.evaluations),
+        "draws": params["draws"],
+        "num_forward": num_forward,
+        "sample": sample_block(sample),
+    }
+    if not search.converged:
+        out["note"] = (
+            f"the bisection did not reach a drop within {params['tolerance']} of "
+            f"{params['target']} in {params['depth']} steps; the last midpoint is reported"
+        )
+    value = 1.0 / search.sigma**2 if search.sigma > 0 else math.inf
+    return finite_or_reason(out, value, f"1/{name}²")
+
+
+@measure(
+    "sharpness.pacbayes_flatness",
+    group="sharpness",
+    params=SEARCH_PARAMS,
+    direction=LOWER_IS_BETTER,
+    source="Jiang et al. 2020, eq. 53 (1/σ²) and the σ search of their appendix",
+    cost="expensive",
+    requires=["functional"],
+)
+def pacbayes_flatness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """1/σ² for the largest σ whose Gaussian weight noise N(0, σ²I) costs ``target`` accuracy.
+
+    Jiang, Neyshabur, Mobahi, Krishnan & Bengio, "Fantastic generalization measures and where to
+    find them", ICLR 2020, eq. 53 (pac-bayes-flatness); bisection on σ ∈ [0, 2], depth 15,
+    10 draws, target drop 0.1 ± 0.01 (their appendix; Dziugaite et al. 2020 code).
+    """
+    search, sample, nf = pacbayes_sigma(ctx, params, magnitude=False)
+    return _flatness_result(search, sample, nf, params, "sigma")
+
+
+@measure(
+    "sharpness.pacbayes_mag_flatness",
+    group="sharpness",
+    params=[*SEARCH_PARAMS, Param("epsilon", float, 1e-3, "noise floor ε", 0.0, 10.0)],
+    direction=LOWER_IS_BETTER,
+    source="Jiang et al. 2020, eq. 61 (1/σ'², magnitude-aware noise N(0, σ'²w² + ε²))",
+    cost="expensive",
+    requires=["functional"],
+)
+def pacbayes_mag_flatness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """1/σ'² for the largest σ' whose noise u_i ~ N(0, σ'² w_i² + ε²) costs ``target`` accuracy.
+
+    Jiang et al., ICLR 2020, eq. 61 (pac-bayes-mag-flatness), ε = 1e-3; same search as
+    ``sharpness.pacbayes_flatness``.
+    """
+    search, sample, nf = pacbayes_sigma(ctx, params, magnitude=True, epsilon=params["epsilon"])
+    out = _flatness_result(search, sample, nf, params, "sigma_prime")
+    out["epsilon"] = params["epsilon"]
+    return out
+
+
+# --- Keskar -------------------------------------------------------------------------------------
+
+
+@measure(
+    "sharpness.keskar",
+    group="sharpness",
+    params=[
+        Param("epsilon", float, 1e-3, "box size ε: |z_i| ≤ ε(|w_i| + 1)", 0.0, 10.0),
+        STEPS,
+        _samples_param(),
+        BATCH,
+    ],
+    direction=LOWER_IS_BETTER,
+    source="Keskar et al. 2017, Metric 2.1 (full space, A = I)",
+    cost="moderate",
+    requires=["functional"],
+)
+def keskar(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """ε-sharpness 100 · (max_{|z_i| ≤ ε(|w_i|+1)} L(w+z) − L(w)) / (1 + L(w)).
+
+    Keskar, Mudigere, Nocedal, Smelyanskiy & Tang, "On large-batch training for deep learning:
+    generalization gap and sharp minima", ICLR 2017, Metric 2.1 in the full space (A = I), on
+    the loss of the whole sample (not per batch). The paper maximises with L-BFGS-B; here
+    projected sign-gradient ascent in the box (Auto-PGD schedule, ``steps`` gradient
+    evaluations of the sample loss), which gives a lower bound on the maximum as any ascent does.
+    """
+    objective, theta, sample = build_objective(ctx, params["samples"], params["batch_size"])
+    res = worst_case(
+        objective, theta, theta.abs() + 1.0, params["epsilon"], "linf", params["steps"]
+    )
+    value = 100.0 * res.increase / (1.0 + res.clean)
+    out: dict[str, Any] = {
+        "clean_loss": res.clean,
+        "worst_loss": res.worst,
+        "steps": params["steps"],
+        "num_grad": objective.num_grad,
+        "optimizer": "projected sign-gradient ascent in the box, Auto-PGD step schedule",
+        "uncertainty": "deterministic (zero init); an ascent gives a lower bound on the maximum",
+        "sample": sample_block(sample, params["batch_size"]),
+    }
+    return finite_or_reason(out, value, "the ε-sharpness")
+
+
+# --- input smoothness ---------------------------------------------------------------------------
+
+
+def _first_linear(ctx: MeasureContext, x: torch.Tensor) -> tuple[str, torch.nn.Module] | None:
+    """The first affine map in forward order, if it is a Linear layer fed the flattened input."""
+    from genscope.graph import affine_layers, is_scripted
+
+    if is_scripted(ctx.model):
+        return None
+    try:
+        layers = affine_layers(ctx.model, x[:1])
+    except Exception:
+        return None
+    if not layers or layers[0].kind != "linear":
+        return None
+    modules = dict(ctx.model.named_modules())
+    module = modules.get(layers[0].name)
+    if module is None or module.weight.shape[1] != x[0].numel():
+        return None
+    return layers[0].name, module
+
+
+@measure(
+    "smoothness.input",
+    group="sharpness",
+    params=[_samples_param(), BATCH],
+    direction=LOWER_IS_BETTER,
+    source="Ma & Ying 2021 (Sobolev seminorms ‖∇_x f‖; first-layer identity, §3)",
+    cost="cheap",
+)
+def input_smoothness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Mean input-gradient norm ‖∇_x f_y(x)‖ over the sample, with ‖∇_x loss‖ and quantiles.
+
+    Ma & Ying, "On linear stability of SGD and input-smoothness of neural networks", NeurIPS
+    2021: flat minima regularise the input gradients. Where the first layer is a Linear map
+    z = Wx + b of the flattened input, ∇_W f = (∇_z f) xᵀ, hence the per-example relation
+    ‖∇_x f_y‖ ≤ ‖W‖₂ · ‖∇_W f_y‖_F / ‖x‖ (measures-research §12.1), reported under
+    ``first_layer``.
+    """
+    sample = ctx.train_sample(params["samples"], SAMPLE_PURPOSE)
+    bs = params["batch_size"]
+    first = _first_linear(ctx, sample.x)
+    captured: dict[str, torch.Tensor] = {}
+    handle = None
+    if first is not None:
+        handle = first[1].register_forward_hook(lambda _m, _i, out: captured.__setitem__("z", out))
+    fx, fl, fz, xn = [], [], [], []
+    try:
+        for i in range(0, sample.n, bs):
+            x = sample.x[i : i + bs].detach().clone().requires_grad_(True)
+            y = sample.y[i : i + bs]
+            with torch.enable_grad():
+                logits = ctx.model(x)
+                fy = logits.gather(1, y[:, None]).sum()
+                losses = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+                inputs = [x, captured["z"]] if first is not None else [x]
+                grads = torch.autograd.grad(fy, inputs, retain_graph=True)
+                (gl,) = torch.autograd.grad(losses, [x])
+            fx.append(grads[0].flatten(1).norm(dim=1))
+            fl.append(gl.flatten(1).norm(dim=1))
+            if first is not None:
+                fz.append(grads[1].flatten(1).norm(dim=1))
+            xn.append(x.detach().flatten(1).norm(dim=1))
+            ctx.progress(min(1.0, (i + bs) / sample.n), "input gradients")
+    finally:
+        if handle is not None:
+            handle.remove()
+    grad_f = torch.cat(fx).double()
+    grad_loss = torch.cat(fl).double()
+    out: dict[str, Any] = {
+        "grad_f": {"mean": float(grad_f.mean()), "quantiles": quantiles(grad_f)},
+        "grad_loss": {"mean": float(grad_loss.mean()), "quantiles": quantiles(grad_loss)},
+        "mean_square_grad_f": float((grad_f**2).mean()),
+        "sample": sample_block(sample),
+    }
+    if first is not None:
+        name, module = first
+        w_spec = float(torch.linalg.matrix_norm(module.weight.detach().double(), ord=2))
+        grad_z = torch.cat(fz).double()
+        x_norm = torch.cat(xn).double()
+        grad_w = grad_z * x_norm  # ‖∇_W f_y‖_F = ‖∇_z f_y‖ ‖x‖
+        bound = w_spec * grad_z  # = ‖W‖₂ ‖∇_W f_y‖_F / ‖x‖
+        holds = grad_f <= bound * (1 + 1e-6) + 1e-12
+        out["first_layer"] = {
+            "layer": name,
+            "spectral_norm": w_spec,
+            "grad_weight_fro_mean": float(grad_w.mean()),
+            "bound_mean": float(bound.mean()),
+            "fraction_within_bound": float(holds.double().mean()),
+            "relation": "‖∇_x f_y(x)‖ ≤ ‖W₁‖₂ ‖∇_{W₁} f_y(x)‖_F / ‖x‖ (per example)",
+        }
+    else:
+        out["first_layer"] = None
+        out["first_layer_reason"] = "the first affine map is not a Linear layer on the input"
+    return finite_or_reason(out, out["grad_f"]["mean"], "the mean input-gradient norm")
