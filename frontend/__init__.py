@@ -1,0 +1,1 @@
+"""GenScope dashboard: HTML pages, plotly figures built from reports, static assets."""

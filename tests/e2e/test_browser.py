@@ -1,0 +1,594 @@
+"""The dashboard in a real browser: Debian's headless Chromium against ``genscope serve``.
+
+One server (API, dashboard and its worker child, SQLite in a temporary data directory) serves
+the whole module. The tests run in order and build on each other, like a user would:
+
+upload a checkpoint in the page → the run completes → its margin plots are drawn → the runs
+table lists, sorts and filters runs → compare three runs → create a share link → open it in a
+fresh browser profile without credentials → revoke it → the link answers 404. Along the way:
+a refused pickle shows its error inline, and names and titles holding HTML are shown as text.
+No page may log a console error. Screenshots go to ``$GENSCOPE_E2E_SCREENSHOTS`` (default
+``/tmp/genscope-e2e``) for review.
+
+Skipped, with the reason, when Chromium, its driver or selenium is missing
+(``apt-get install chromium chromium-driver``; ``pip install selenium``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("GENSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("GENSCOPE_CHROMEDRIVER", "/usr/bin/chromedriver")
+SHOTS = Path(os.environ.get("GENSCOPE_E2E_SCREENSHOTS", "/tmp/genscope-e2e"))
+XSS_NAME = '<img src=x onerror="window.__xss=1"><b>wide</b>'
+XSS_TITLE = "<script>window.__xss=2</script>Sweep & <i>friends</i>"
+MLP_CONFIG = {"input_dim": 64, "num_classes": 10}
+FAST_MEASURES = ("margin.output", "margin.all_layer", "margin.normalized")
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+httpx = pytest.importorskip("httpx")
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip(
+        f"headless Chromium not found ({CHROMIUM}, {CHROMEDRIVER}); "
+        "install it with: apt-get install -y chromium chromium-driver",
+        allow_module_level=True,
+    )
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``genscope serve`` on a free port with a fresh data directory; stopped afterwards."""
+    data_dir = tmp_path_factory.mktemp("genscope-data")
+    port = _free_port()
+    env = dict(os.environ, GENSCOPE_DATA_DIR=str(data_dir), GENSCOPE_AUTH="off")
+    log = (data_dir / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genscope.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the worker child is stopped with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"genscope serve exited ({proc.returncode}):\n{_tail(data_dir)}")
+            try:
+                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"genscope serve did not answer in 90 s:\n{_tail(data_dir)}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+def _tail(data_dir: Path) -> str:
+    path = data_dir / "serve.log"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+def _stop_group(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three small MLPs for digits (safetensors state dicts, zoo ``mlp``), trained for a few
+    full-batch steps so their margins differ, and one pickled module (refused on upload)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from genscope.io.datasets import load_dataset
+    from genscope.io.zoo import build_model
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    data = load_dataset("digits")
+    x, y = data.x_train.flatten(1), data.y_train
+    out: dict[str, Path] = {}
+    for k, (width, steps) in enumerate(((16, 5), (32, 40), (64, 120))):
+        torch.manual_seed(k)
+        model = build_model("mlp", {**MLP_CONFIG, "widths": [width]})
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        path = folder / f"mlp-w{width}.safetensors"
+        save_file({n: t.detach().contiguous() for n, t in model.state_dict().items()}, path)
+        out[f"w{width}"] = path
+    pickled = folder / "pickled-module.pt"
+    torch.save(torch.nn.Linear(64, 10), pickled)
+    out["pickle"] = pickled
+    return out
+
+
+def _chrome(profile: Path) -> Any:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """The owner's browser (a fresh Chromium profile)."""
+    profile = Path(tempfile.mkdtemp(prefix="genscope-chrome-"))
+    driver = _chrome(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_browser() -> Iterator[Any]:
+    """Another profile: no cookies, storage or token of the owner's."""
+    profile = Path(tempfile.mkdtemp(prefix="genscope-chrome-anon-"))
+    driver = _chrome(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    """What one test leaves for the next (run ids, the comparison, its share link)."""
+    return {}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # stale elements while the page re-renders
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def js(driver: Any, script: str, *args: Any) -> Any:
+    return driver.execute_script(script, *args)
+
+
+def console_errors(driver: Any) -> list[str]:
+    """SEVERE browser log entries since the last call (console errors, failed loads)."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def screenshot(driver: Any, name: str, width: int = 1400) -> Path:
+    """A full-page screenshot (the window grown to the page's height)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.set_window_size(width, 1000)
+    time.sleep(0.3)
+    height = js(driver, "return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(max(int(height) + 40, 800), 8000))
+    time.sleep(0.5)
+    path = SHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1400, 1000)
+    return path
+
+
+def figure_state(driver: Any, fig_id: str) -> dict[str, Any]:
+    """How a plotly div rendered: traces, visible traces with points, SVG marks drawn."""
+    return js(
+        driver,
+        """
+        const gd = document.getElementById(arguments[0]);
+        if (!gd || !gd._fullData) return null;
+        const vis = gd._fullData.filter(t => t.visible === true);
+        return {
+          traces: gd.data.length,
+          visible: vis.length,
+          names: vis.map(t => t.name),
+          colors: vis.map(t => (t.line && t.line.color) || (t.marker && t.marker.color) || null),
+          svg: gd.querySelectorAll('svg.main-svg').length,
+          marks: gd.querySelectorAll('.plot path, .plot .point').length,
+        };
+        """,
+        fig_id,
+    )
+
+
+def wait_ready(driver: Any, timeout: float = 60) -> None:
+    wait_for(
+        lambda: js(driver, "return document.body.getAttribute('data-ready') === 'true'"),
+        timeout,
+        "the page's data",
+    )
+
+
+def api_upload(base: str, path: Path, name: str, width: int) -> str:
+    with path.open("rb") as fh:
+        answer = httpx.post(
+            base + "/api/checkpoints",
+            files={"file": (path.name, fh)},
+            data={
+                "name": name,
+                "arch": "mlp",
+                "arch_config": json.dumps({**MLP_CONFIG, "widths": [width]}),
+            },
+            timeout=120,
+        )
+    assert answer.status_code == 201, answer.text
+    run = httpx.post(
+        base + "/api/runs",
+        json={
+            "checkpoint_id": answer.json()["id"],
+            "dataset": "digits",
+            "measures": list(FAST_MEASURES),
+        },
+        timeout=60,
+    )
+    assert run.status_code == 202, run.text
+    return str(run.json()["id"])
+
+
+def wait_succeeded(base: str, run_id: str, timeout: float = 150) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body = httpx.get(f"{base}/api/runs/{run_id}", params={"report": "false"}, timeout=10).json()
+        if body["status"] == "failed":
+            raise AssertionError(f"run {run_id} failed: {body.get('error')}")
+        return body if body["status"] == "succeeded" else None
+
+    return wait_for(done, timeout, f"run {run_id} to succeed")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_upload_in_the_page_runs_and_draws_margins(
+    server: str, browser: Any, checkpoints: dict[str, Path], state: dict[str, Any]
+) -> None:
+    # two more runs through the API first: the worker analyses them while we click
+    state["api_runs"] = [
+        api_upload(server, checkpoints["w32"], "mlp-w32", 32),
+        api_upload(server, checkpoints["w64"], XSS_NAME, 64),
+    ]
+    browser.get(server + "/")
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#arch-select option[value=mlp]"),
+        90,
+        "the architecture catalogue",
+    )
+    wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#measure-groups input[value=margins]"),
+        90,
+        "the measure catalogue",
+    )
+    browser.find_element(By.ID, "file-input").send_keys(str(checkpoints["w16"]))
+    assert "mlp-w16.safetensors" in browser.find_element(By.ID, "file-name").text
+    browser.find_element(By.ID, "run-name").send_keys("mlp-w16")
+    js(
+        browser,
+        "const s = document.getElementById('arch-select'); s.value = 'mlp';"
+        "s.dispatchEvent(new Event('change'));",
+    )
+    for field, value in (("input_dim", "64"), ("num_classes", "10"), ("widths", "[16]")):
+        box = browser.find_element(By.ID, f"arch-field-{field}")
+        box.clear()
+        box.send_keys(value)
+    # the margins group is ticked by default; keep three of its measures (fast ones)
+    group = browser.find_element(By.CSS_SELECTOR, "#measure-groups input[value=margins]")
+    assert group.is_selected()
+    js(browser, "document.querySelector('#measure-groups input[value=margins]').click()")
+    js(browser, "document.querySelectorAll('#measure-groups details').forEach(d => d.open = true)")
+    for mid in FAST_MEASURES:
+        browser.find_element(By.CSS_SELECTOR, f"#measure-groups input[value='{mid}']").click()
+    assert not group.is_selected()
+    screenshot(browser, "01-upload-form")
+    browser.find_element(By.ID, "upload-submit").click()
+    wait_for(lambda: "/runs/" in browser.current_url, 60, "the run page")
+    state["ui_run"] = browser.current_url.rsplit("/", 1)[-1]
+    wait_ready(browser, 150)
+    assert browser.find_element(By.ID, "run-status").text == "succeeded"
+    margin = wait_for(
+        lambda: (s := figure_state(browser, "fig-margin_distribution")) and s["svg"] and s,
+        30,
+        "the margin distribution plot",
+    )
+    assert margin["visible"] == 2 and margin["marks"] > 0  # histogram and CDF drawn as SVG
+    assert figure_state(browser, "fig-margin_per_class")["visible"] == 10
+    assert "All measures" in browser.find_element(By.ID, "tables").text
+    # every figure exports as PNG and SVG (what the modebar and the links below it do)
+    for fmt, prefix in (("png", "data:image/png"), ("svg", "data:image/svg+xml")):
+        url = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "Plotly.toImage(document.getElementById('fig-margin_distribution'),"
+            " {format: arguments[0], width: 600, height: 400})"
+            ".then(done, e => done('error: ' + e));",
+            fmt,
+        )
+        assert url.startswith(prefix), url[:80]
+    report = httpx.get(f"{server}/ui/runs/{state['ui_run']}/report.json", timeout=30)
+    assert report.status_code == 200
+    assert "attachment" in report.headers["content-disposition"]
+    assert report.json()["schema"] == "genscope.report/1"
+    screenshot(browser, "02-run-page")
+    browser.set_window_size(420, 1000)  # a phone: the page reflows, nothing scrolls sideways
+    time.sleep(0.5)
+    assert js(browser, "return document.documentElement.scrollWidth") <= 420
+    screenshot(browser, "02b-run-page-narrow", width=420)
+    assert console_errors(browser) == []
+
+
+def test_refused_pickle_shows_why_inline(
+    server: str, browser: Any, checkpoints: dict[str, Path]
+) -> None:
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file-input").send_keys(str(checkpoints["pickle"]))
+    browser.find_element(By.ID, "upload-submit").click()
+    box = wait_for(
+        lambda: (b := browser.find_element(By.ID, "upload-error")).is_displayed() and b,
+        60,
+        "the inline upload error",
+    )
+    assert box.text.strip()
+    assert "/runs/" not in browser.current_url
+    screenshot(browser, "03-upload-error")
+    # the API's 4xx answer is logged by Chromium as a failed resource load: expected here
+    errors = [e for e in console_errors(browser) if "/api/checkpoints" not in e]
+    assert errors == []
+
+
+def test_runs_table_lists_sorts_filters_and_escapes(
+    server: str, browser: Any, state: dict[str, Any]
+) -> None:
+    for run_id in state["api_runs"]:
+        wait_succeeded(server, run_id)
+    browser.get(server + "/")
+    rows = wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")) >= 3
+            and browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")
+        ),
+        30,
+        "three runs in the table",
+    )
+    names = [r.find_element(By.CSS_SELECTOR, "td.name").text for r in rows]
+    assert XSS_NAME in names  # shown as text, not parsed
+    assert js(browser, "return window.__xss === undefined")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#runs-table img")
+    # sort by test accuracy, both directions
+    header = next(
+        th
+        for th in browser.find_elements(By.CSS_SELECTOR, "#runs-table th")
+        if th.text == "Test acc"
+    )
+    header.click()
+    first = js(
+        browser, "return document.querySelector('#runs-table th[aria-sort=descending]').textContent"
+    )
+    assert first == "Test acc"
+    header = next(
+        th
+        for th in browser.find_elements(By.CSS_SELECTOR, "#runs-table th")
+        if th.text == "Test acc"
+    )
+    header.click()
+    assert js(browser, "return !!document.querySelector('#runs-table th[aria-sort=ascending]')")
+    # filter
+    box = browser.find_element(By.ID, "run-filter")
+    box.send_keys("w16")
+    wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")) == 1
+        ),
+        10,
+        "the filter",
+    )
+    box.clear()
+    box.send_keys(" ")  # input event with an empty query
+    box.clear()
+    js(browser, "document.getElementById('run-filter').dispatchEvent(new Event('input'))")
+    wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")) >= 3
+        ),
+        10,
+        "the unfiltered table",
+    )
+    screenshot(browser, "04-runs-table")
+    assert console_errors(browser) == []
+
+
+def test_compare_overlays_runs_with_one_colour_each(
+    server: str, browser: Any, state: dict[str, Any]
+) -> None:
+    browser.get(server + "/")
+    wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")) >= 3
+        ),
+        30,
+        "the runs",
+    )
+    for row in browser.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr[data-run-id]")[:3]:
+        row.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    button = browser.find_element(By.ID, "compare-btn")
+    assert button.is_enabled()
+    button.click()
+    wait_for(lambda: "/compare/" in browser.current_url, 30, "the compare page")
+    state["comparison"] = browser.current_url.rsplit("/", 1)[-1]
+    wait_ready(browser, 60)
+    cdfs = wait_for(
+        lambda: (s := figure_state(browser, "fig-compare_margin_cdfs")) and s["svg"] and s,
+        30,
+        "the overlaid CDFs",
+    )
+    assert cdfs["visible"] == 3
+    assert len(set(cdfs["colors"])) == 3  # one colour per run
+    assert cdfs["marks"] > 0
+    legend = browser.find_element(By.ID, "run-legend").text
+    assert XSS_NAME in legend and js(browser, "return window.__xss === undefined")
+    # the scalar table highlights the best value of rows with a direction
+    assert browser.find_elements(By.CSS_SELECTOR, "#scalar-table td.best")
+    # deltas follow the chosen baseline: none in its own column
+    js(
+        browser,
+        "const s = document.getElementById('baseline-select'); s.value = '1';"
+        "s.dispatchEvent(new Event('change'));",
+    )
+    deltas = js(
+        browser,
+        "return Array.from(document.querySelectorAll('#scalar-table tbody tr'))"
+        ".map(tr => Array.from(tr.querySelectorAll('td.num'))"
+        ".map(td => !!td.querySelector('.delta')))",
+    )
+    assert deltas and all(not row[1] for row in deltas)
+    assert any(row[0] or row[2] for row in deltas)
+    # three runs: each measure against the gap, with Kendall τ-a
+    if figure_state(browser, "fig-gap_scatter"):
+        assert browser.find_element(By.ID, "corr-card").is_displayed()
+    screenshot(browser, "05-compare")
+    assert console_errors(browser) == []
+
+
+def test_share_link_read_only_then_revoked(
+    server: str, browser: Any, fresh_browser: Any, state: dict[str, Any]
+) -> None:
+    browser.find_element(By.ID, "share-btn").click()
+    url = wait_for(
+        lambda: browser.find_element(By.ID, "share-url").get_attribute("value"), 30, "a share URL"
+    )
+    assert "/share/" in url
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 200
+    assert "noindex" in answer.headers.get("x-robots-tag", "")
+    assert answer.headers.get("referrer-policy") == "no-referrer"
+
+    fresh_browser.get(url)
+    wait_ready(fresh_browser, 60)
+    cdfs = wait_for(
+        lambda: (s := figure_state(fresh_browser, "fig-compare_margin_cdfs")) and s["svg"] and s,
+        30,
+        "the shared CDFs",
+    )
+    assert cdfs["visible"] == 3
+    # read-only: no share controls, no links into the owner's runs, noindex in the page too
+    assert not fresh_browser.find_elements(By.ID, "share-btn")
+    assert not fresh_browser.find_elements(By.CSS_SELECTOR, "a[href^='/runs/']")
+    assert fresh_browser.find_elements(By.CSS_SELECTOR, "meta[name=robots][content*=noindex]")
+    screenshot(fresh_browser, "06-share")
+    assert console_errors(fresh_browser) == []
+
+    revoke = browser.find_element(By.ID, "revoke-btn")
+    assert revoke.is_displayed()
+    revoke.click()
+    wait_for(lambda: browser.find_element(By.ID, "flash").is_displayed(), 30, "the revocation")
+    assert httpx.get(url, timeout=30).status_code == 404
+    fresh_browser.get(url)
+    assert "revoked" in fresh_browser.find_element(By.TAG_NAME, "main").text
+    screenshot(fresh_browser, "07-share-revoked")
+    # the 404 page itself is logged as a failed load; nothing else may be
+    assert [e for e in console_errors(fresh_browser) if "/share/" not in e] == []
+
+
+def test_comparison_title_with_html_is_text(
+    server: str, fresh_browser: Any, state: dict[str, Any]
+) -> None:
+    made = httpx.post(
+        server + "/api/comparisons",
+        json={"run_ids": [state["ui_run"], *state["api_runs"]], "title": XSS_TITLE},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    fresh_browser.get(made.json()["share_url"])
+    wait_ready(fresh_browser, 60)
+    assert fresh_browser.find_element(By.ID, "compare-title").text == XSS_TITLE
+    assert js(fresh_browser, "return window.__xss === undefined")
+    assert not fresh_browser.find_elements(
+        By.CSS_SELECTOR, "#compare-title i, main script:not([type])"
+    )
+    assert console_errors(fresh_browser) == []
+
+
+def test_dashboard_lists_the_comparisons(server: str, browser: Any) -> None:
+    browser.get(server + "/")
+    items = wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#comparisons-list li")) >= 2
+            and browser.find_elements(By.CSS_SELECTOR, "#comparisons-list li a")
+        ),
+        30,
+        "the comparisons list",
+    )
+    assert XSS_TITLE in [a.text for a in items]  # the title is text, not markup
+    assert js(browser, "return window.__xss === undefined")
+    # select every run of the page from the header box
+    browser.find_element(By.ID, "select-page").click()
+    assert browser.find_element(By.ID, "compare-btn").is_enabled()
+    screenshot(browser, "08-dashboard")
+    assert console_errors(browser) == []
