@@ -31,7 +31,9 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 out_console = Console()
 
-DEMO_MEASURES = "margins,hessian,sharpness,bounds"
+DEMO_MEASURES = (
+    "margin.output,margin.normalized,complexity.path_norm,complexity.spectral,bound.spectral"
+)
 
 
 def _fail(code: str, message: str, status: int) -> None:
@@ -241,36 +243,6 @@ def print_summary(report: dict[str, Any], path: Path) -> None:
 
 
 @app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="where to write the report JSON")] = Path(
-        "genscope-demo.report.json"
-    ),
-    measures: Annotated[str, typer.Option(help="measure ids or groups")] = "all",
-    quiet: Annotated[bool, typer.Option("--quiet")] = False,
-) -> None:
-    """Analyse the bundled demo model (an MLP trained on digits) and print a summary."""
-    from genscope.assets import demo_model_path, demo_model_spec
-
-    with _user_errors():
-        spec = demo_model_spec()
-        run_analysis(
-            demo_model_path(),
-            "digits",
-            spec["arch"],
-            json.dumps(spec["arch_config"]),
-            measures,
-            512,
-            10_000,
-            [],
-            0,
-            "auto",
-            "float32",
-            out,
-            quiet,
-        )
-
-
-@app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="a checkpoint, or a dataset file with --dataset")],
     arch: Annotated[
@@ -325,6 +297,464 @@ def list_measures(
         params = ", ".join(f"{p['name']}={p['default']}" for p in m["params"])
         table.add_row(m["id"], m["group"], m["direction"] or "", params)
     out_console.print(table)
+
+
+# --- service commands (the service itself lives in backend/ and worker/) -----------------------
+
+
+def _service_settings() -> Any:
+    from backend.core.config import get_settings
+
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic's validation error: one readable line per problem
+        _fail("bad_settings", f"invalid GENSCOPE_* settings: {exc}", 2)
+
+
+def _cuda_present() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch (no CUDA in the parent)."""
+    import shutil
+
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="start a worker child process")
+    ] = True,
+) -> None:
+    """Start the API and dashboard with one worker child (embedded defaults: SQLite, no Redis)."""
+    import signal
+    import subprocess
+
+    import uvicorn
+
+    from backend.core.db import migrate
+
+    settings = _service_settings()
+    settings.ensure_dirs()
+    migrate(settings.sqlalchemy_url)
+    child = None
+    if worker:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "genscope.cli", "worker", "--queues", "gpu,cpu"],
+            env=dict(os.environ),
+        )
+    # uvicorn re-raises SIGTERM after its shutdown: turn it into SystemExit so that the worker
+    # child is stopped below instead of being orphaned.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    out_console.print(f"GenScope is running at [bold]http://{shown}:{port}/[/] (Ctrl-C stops it)")
+    try:
+        uvicorn.run("backend.main:create_app", factory=True, host=host, port=port, log_level="info")
+    finally:
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None, typer.Option(help="comma-separated; default gpu with a GPU, else cpu")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="pool processes (one per GPU)")] = 1,
+    max_tasks_per_child: Annotated[
+        int, typer.Option(min=1, help="recycle a pool process after this many runs")
+    ] = 10,
+    pool: Annotated[str, typer.Option(help="prefork | solo")] = "prefork",
+    hostname: Annotated[str | None, typer.Option(help="worker node name")] = None,
+    loglevel: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING")] = "INFO",
+) -> None:
+    """Start a Celery worker for the configured broker (GENSCOPE_BROKER_URL)."""
+    from backend.core.db import migrate
+    from worker.celery_app import make_celery
+
+    settings = _service_settings()
+    settings.ensure_dirs()
+    migrate(settings.sqlalchemy_url)
+    chosen = queues or ("gpu" if _cuda_present() else "cpu")
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--queues={chosen}",
+        f"--concurrency={concurrency}",
+        f"--max-tasks-per-child={max_tasks_per_child}",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    make_celery(settings).worker_main(argv)
+
+
+users_app = typer.Typer(help="Users and API tokens of the service (GENSCOPE_AUTH=tokens).")
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("create")
+def users_create(name: Annotated[str, typer.Argument(help="the new user's name")]) -> None:
+    """Create a user and print its API token (shown this once; only its hash is stored)."""
+    from backend import crud
+    from backend.core.db import migrate, session_scope
+    from backend.core.errors import ServiceError
+
+    settings = _service_settings()
+    settings.ensure_dirs()
+    migrate(settings.sqlalchemy_url)
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            _user, token = crud.create_user(session, name=name)
+    except ServiceError as exc:
+        _fail(exc.code, exc.message, 2)
+    print(token)
+
+
+@users_app.command("token")
+def users_token(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
+    """Issue another API token for a user (printed once)."""
+    from sqlalchemy import select
+
+    from backend import crud
+    from backend.core.db import migrate, session_scope
+    from backend.models import User
+
+    settings = _service_settings()
+    migrate(settings.sqlalchemy_url)
+    with session_scope(settings.sqlalchemy_url) as session:
+        user = session.scalar(select(User).where(User.name == name))
+        if user is None:
+            _fail("not_found", f"no user {name!r}", 2)
+        token = crud.create_token(session, user=user)
+    print(token)
+
+
+@users_app.command("revoke")
+def users_revoke(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
+    """Revoke every API token of a user."""
+    from backend import crud
+    from backend.core.db import migrate, session_scope
+    from backend.core.errors import ServiceError
+
+    settings = _service_settings()
+    migrate(settings.sqlalchemy_url)
+    try:
+        with session_scope(settings.sqlalchemy_url) as session:
+            count = crud.revoke_user_tokens(session, name=name)
+    except ServiceError as exc:
+        _fail(exc.code, exc.message, 2)
+    print(f"revoked {count} token(s) of {name}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the users."""
+    from backend import crud
+    from backend.core.db import migrate, session_scope
+
+    settings = _service_settings()
+    migrate(settings.sqlalchemy_url)
+    with session_scope(settings.sqlalchemy_url) as session:
+        for user in crud.list_users(session):
+            print(f"{user.id}\t{user.name}\t{'active' if user.is_active else 'inactive'}")
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="interface for the server")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port for the server (0: any free port)")] = 8000,
+    measures: Annotated[str, typer.Option(help="measure ids or groups")] = DEMO_MEASURES,
+    models: Annotated[int, typer.Option(min=2, max=8, help="how many models to train")] = 6,
+    exit_when_done: Annotated[
+        bool,
+        typer.Option("--exit", help="stop the server once the comparison exists (tests, CI)"),
+    ] = False,
+) -> None:
+    """Train a family of small MLPs on digits, analyse them through the service and compare them.
+
+    Starts ``genscope serve`` (API, dashboard, one worker), uploads the models, runs the
+    analyses, creates a comparison and prints its URL; then keeps serving until Ctrl-C (or exits
+    with ``--exit``).
+    """
+    with _user_errors():
+        status = _run_demo(
+            host=host,
+            port=port,
+            measures=measures,
+            n_models=models,
+            exit_when_done=exit_when_done,
+            console=out_console,
+        )
+    raise typer.Exit(status)
+
+
+DEMO_FAMILY = (  # (hidden width, label-noise fraction, weight decay)
+    (128, 0.0, 0.0),
+    (128, 0.5, 0.0),
+    (32, 0.0, 0.0),
+    (128, 0.0, 1e-3),
+    (128, 0.25, 0.0),
+    (32, 0.5, 0.0),
+    (512, 0.0, 0.0),
+    (512, 0.5, 0.0),
+)
+
+
+def _train_demo_family(folder: Path, n_models: int) -> list[dict[str, Any]]:
+    """Train MLPs on digits (150 full-batch Adam steps, under a second each) as safetensors.
+
+    Label noise replaces a fraction of the training labels with random ones (Zhang et al. 2017),
+    so the family spans models that memorise to different degrees.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from genscope.io.datasets import load_dataset
+    from genscope.io.zoo import build_model
+
+    data = load_dataset("digits")
+    x, y = data.x_train, data.y_train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and immune to a busy machine
+    out = []
+    for k, (width, noise, decay) in enumerate(DEMO_FAMILY[:n_models]):
+        gen = torch.Generator().manual_seed(100 + k)
+        labels = y.clone()
+        flip = torch.rand(len(labels), generator=gen) < noise
+        labels[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=gen)
+        torch.manual_seed(k)
+        config = {"input_dim": 64, "widths": [width], "num_classes": 10}
+        model = build_model("mlp", config)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=decay)
+        for _ in range(150):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), labels)
+            loss.backward()
+            opt.step()
+        name = f"mlp{width}-noise{int(noise * 100)}" + ("-wd" if decay else "")
+        path = folder / f"{name}.safetensors"
+        save_file({k2: v.detach().contiguous() for k2, v in model.state_dict().items()}, path)
+        out.append({"name": name, "path": path, "config": config, "loss": float(loss.detach())})
+    torch.set_num_threads(threads)
+    return out
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _run_demo(
+    host: str,
+    port: int,
+    measures: str,
+    n_models: int,
+    exit_when_done: bool,
+    console: Console,
+) -> int:
+    """The demo: train, start the service, submit through the real API, compare, print URLs."""
+    import signal
+    import subprocess
+    import tempfile
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    port = port or _free_port(host)
+    base = f"http://{host}:{port}"
+    with tempfile.TemporaryDirectory(prefix="genscope-demo-") as tmp:
+        t0 = time.monotonic()
+        console.print(f"training {n_models} MLPs on digits ...")
+        family = _train_demo_family(Path(tmp), n_models)
+        console.print(f"trained in {time.monotonic() - t0:.1f} s; starting the server ...")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "genscope.cli", "serve", "--host", host, "--port", str(port)],
+            env=dict(os.environ),
+            start_new_session=exit_when_done,
+        )
+        try:
+            with httpx.Client(base_url=base, timeout=60) as client:
+                deadline = time.monotonic() + 90
+                while True:
+                    if server.poll() is not None:
+                        raise RuntimeError(f"the server exited with status {server.returncode}")
+                    try:
+                        if client.get("/api/health").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the server did not start within 90 s")
+                    time.sleep(0.3)
+                t_up = time.monotonic()
+
+                def submit(item: dict[str, Any]) -> str:
+                    with open(item["path"], "rb") as fh:
+                        answer = client.post(
+                            "/api/checkpoints",
+                            files={"file": (item["path"].name, fh)},
+                            data={
+                                "name": item["name"],
+                                "arch": "mlp",
+                                "arch_config": json.dumps(item["config"]),
+                            },
+                        )
+                    if answer.status_code != 201:
+                        raise RuntimeError(f"upload refused: {answer.text}")
+                    run = client.post(
+                        "/api/runs",
+                        json={
+                            "checkpoint_id": answer.json()["id"],
+                            "dataset": "digits",
+                            "measures": measures.split(","),
+                        },
+                    )
+                    if run.status_code != 202:
+                        raise RuntimeError(f"run refused: {run.text}")
+                    return str(run.json()["id"])
+
+                # uploads are inspected in subprocesses by the server: send a few at once
+                with ThreadPoolExecutor(max_workers=3) as pool:
+                    run_ids = list(pool.map(submit, family))
+                names = {run_id: item["name"] for run_id, item in zip(run_ids, family, strict=True)}
+                console.print(
+                    f"uploaded and submitted {len(run_ids)} runs in "
+                    f"{time.monotonic() - t_up:.1f} s; waiting for the worker ..."
+                )
+                failed = 0
+                pending = set(run_ids)
+                deadline = time.monotonic() + 600
+                while pending and time.monotonic() < deadline:
+                    for run_id in sorted(pending):
+                        state = client.get(f"/api/runs/{run_id}", params={"report": "false"})
+                        body = state.json()
+                        if body["status"] in ("succeeded", "failed"):
+                            pending.discard(run_id)
+                            failed += body["status"] == "failed"
+                            console.print(f"  {names[run_id]:<22} {body['status']}")
+                    time.sleep(0.5)
+                if pending:
+                    raise RuntimeError(f"{len(pending)} runs did not finish in time")
+                comparison = client.post(
+                    "/api/comparisons",
+                    json={"run_ids": run_ids, "title": "Digits MLPs: width x label noise"},
+                ).json()
+            console.print(f"comparison: [bold]{comparison['url']}[/]", soft_wrap=True)
+            console.print(f"share link: {comparison['share_url']}", soft_wrap=True)
+            if exit_when_done:
+                return 1 if failed else 0
+            console.print("serving the dashboard; Ctrl-C stops it")
+            server.wait()
+            return 1 if failed else 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if server.poll() is None:
+                server.send_signal(signal.SIGINT if not exit_when_done else signal.SIGTERM)
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+
+
+def _study_labels(path: Path, reports: list[Path]) -> list[dict[str, Any]]:
+    """Labels as a list in report order, or an object keyed by report path, name or stem."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadParameter(f"--labels {path}: not a readable JSON file ({exc})") from None
+    if isinstance(raw, list):
+        if len(raw) != len(reports) or not all(isinstance(v, dict) for v in raw):
+            raise BadParameter(
+                f"--labels holds a list of {len(raw)} entries; give one object per report "
+                f"({len(reports)}), in order"
+            )
+        return raw
+    if not isinstance(raw, dict):
+        raise BadParameter("--labels must be a JSON list or object")
+    out = []
+    for rp in reports:
+        found = next((raw[k] for k in (str(rp), rp.name, rp.stem) if k in raw), None)
+        if not isinstance(found, dict):
+            raise BadParameter(f"--labels has no object for {rp} (keys: path, file name or stem)")
+        out.append(found)
+    return out
+
+
+@app.command()
+def study(
+    reports: Annotated[list[Path], typer.Argument(help="report JSON files, one per run")],
+    labels: Annotated[
+        Path | None, typer.Option(help="hyper-parameter labels: a JSON list or object")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where to write the study JSON")] = Path("study.json"),
+    n_boot: Annotated[int, typer.Option(min=1, help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Rank the measures of several reports by how well they predict the generalization gap."""
+    from genscope.study import study as run_study
+
+    with _user_errors():
+        docs = []
+        for rp in reports:
+            try:
+                docs.append(json.loads(rp.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise BadParameter(f"{rp}: not a readable report ({exc})") from None
+        label_list = _study_labels(labels, reports) if labels is not None else None
+        try:
+            result = run_study(
+                docs, label_list, names=[rp.stem for rp in reports], n_boot=n_boot, seed=seed
+            )
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, allow_nan=False), encoding="utf-8")
+        table = Table(
+            show_header=True,
+            header_style="bold",
+            title="measure vs generalization gap (Kendall τ-a)",
+            caption="τ adj.: τ signed by the measure's direction (positive: as claimed); "
+            "measures without a direction (—) are ranked by |τ|",
+        )
+        for col in ("#", "measure", "direction", "runs", "τ adj.", "95% CI", "τ", "Ψ", "CMI"):
+            table.add_column(col)
+        for e in result["measures"]:
+            ci = e["ci_adjusted"] or e["ci"]
+            gran = (e.get("granulated") or {}).get("Psi_adjusted")
+            if gran is None:
+                gran = (e.get("granulated") or {}).get("Psi")
+            table.add_row(
+                str(e["rank"]),
+                e["id"],
+                e["direction"] or "—",
+                str(e["runs"]),
+                _fmt(e["tau_adjusted"]),
+                f"[{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                _fmt(e["tau"]),
+                _fmt(gran),
+                _fmt((e.get("cmi") or {}).get("score")),
+            )
+        out_console.print(table)
+        if result["skipped"]:
+            out_console.print(
+                "skipped: " + ", ".join(f"{s['id']} ({s['runs']} runs)" for s in result["skipped"])
+            )
+        out_console.print(f"study of {len(reports)} reports written to [bold]{out}[/]")
 
 
 def main() -> None:

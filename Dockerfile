@@ -1,0 +1,30 @@
+# GenScope service image: API (`genscope serve --no-worker` style uvicorn) and workers
+# (`genscope worker`). CPU torch by default; build with
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124
+# for the GPU worker image.
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    GENSCOPE_DATA_DIR=/data
+
+RUN useradd --create-home --uid 1000 genscope && mkdir -p /data && chown genscope /data
+WORKDIR /app
+
+# torch first, from the chosen index, so that the project's install does not replace it
+RUN pip install --index-url "${TORCH_INDEX}" "torch>=2.4,<2.15"
+
+COPY pyproject.toml README.md* ./
+COPY genscope ./genscope
+COPY backend ./backend
+COPY worker ./worker
+COPY frontend ./frontend
+RUN pip install ".[postgres]"
+
+USER genscope
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=5 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/api/health', timeout=4).status == 200 else 1)"
+CMD ["genscope", "serve", "--host", "0.0.0.0", "--port", "8000", "--no-worker"]

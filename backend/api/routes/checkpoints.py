@@ -1,0 +1,126 @@
+"""``/api/checkpoints``: upload (streamed, inspected in a subprocess), list, read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from backend import crud
+from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, SettingsDep
+from backend.core.errors import ServiceError, error_responses
+from backend.inspection import inspect_checkpoint
+from backend.schemas import CheckpointPublic, CheckpointsPublic
+from backend.uploads import receive_upload
+
+router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "name": {"type": "string"},
+                        "arch": {"type": "string", "description": "zoo architecture"},
+                        "arch_config": {"type": "string", "description": "JSON object"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _arch_config(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ServiceError(
+            "bad_architecture", f"arch_config is not valid JSON ({exc.msg} at char {exc.pos})"
+        ) from None
+    if not isinstance(value, dict):
+        raise ServiceError("bad_architecture", "arch_config must be a JSON object")
+    return value
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CheckpointPublic,
+    responses=error_responses(400, 401, 413, 415, 422, 502, 504),
+    openapi_extra=_UPLOAD_BODY,
+    summary="Upload a checkpoint (.pt2, .safetensors, state dict, TorchScript)",
+)
+async def upload_checkpoint(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    blobs: BlobsDep,
+) -> Any:
+    """Stream the file into the blob store, inspect it safely, store one row.
+
+    The same content with the same architecture is stored once per user: a second upload answers
+    the existing checkpoint.
+    """
+    upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    try:
+        arch = upload.fields.get("arch") or None
+        arch_config = _arch_config(upload.fields.get("arch_config"))
+        sha = upload.writer.sha256
+        existing = crud.find_checkpoint(
+            session, sha256=sha, arch=arch, arch_config=arch_config, user=user
+        )
+        if existing is not None:
+            upload.writer.discard()
+            return existing
+        known = crud.find_checkpoint(session, sha256=sha, arch=arch, arch_config=arch_config)
+        if known is not None and blobs.exists(sha):
+            info = dict(known.info)
+        else:
+            info = await run_in_threadpool(
+                inspect_checkpoint,
+                upload.writer.path,
+                arch,
+                arch_config,
+                settings.inspect_timeout_seconds,
+            )
+        blob_sha = upload.writer.commit()
+    finally:
+        upload.writer.discard()
+    row = crud.create_checkpoint(
+        session,
+        user=user,
+        name=upload.fields.get("name") or upload.filename or blob_sha[:12],
+        sha256=blob_sha,
+        size=upload.writer.size,
+        info=info,
+        arch=arch,
+        arch_config=arch_config,
+    )
+    session.commit()
+    return row
+
+
+@router.get("", response_model=CheckpointsPublic, responses=error_responses(401, 422))
+def list_checkpoints(session: SessionDep, user: CurrentUser, page: PageDep) -> Any:
+    """The caller's checkpoints, newest first."""
+    rows, count = crud.list_checkpoints(session, user=user, offset=page.offset, limit=page.limit)
+    return {"data": rows, "count": count}
+
+
+@router.get(
+    "/{checkpoint_id}", response_model=CheckpointPublic, responses=error_responses(401, 404)
+)
+def read_checkpoint(checkpoint_id: str, session: SessionDep, user: CurrentUser) -> Any:
+    """One checkpoint of the caller."""
+    return crud.get_checkpoint(session, checkpoint_id=checkpoint_id, user=user)

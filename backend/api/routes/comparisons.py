@@ -1,0 +1,111 @@
+"""``/api/comparisons``: runs side by side, with revocable read-only share links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+
+from backend import crud
+from backend.api.deps import CurrentUser, PageDep, SessionDep, SettingsDep, base_url
+from backend.core.errors import error_responses
+from backend.models import Comparison
+from backend.schemas import ComparisonCreate, ComparisonPublic, ComparisonsPublic, ShareRevoked
+
+router = APIRouter(prefix="/comparisons", tags=["comparisons"])
+
+
+def _public(
+    session: Any, comparison: Comparison, base: str, share_token: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": comparison.id,
+        "title": comparison.title,
+        "run_ids": list(comparison.run_ids or []),
+        "created_at": comparison.created_at,
+        "shared": crud.active_share_count(session, comparison=comparison) > 0,
+        "share_url": f"{base}/share/{share_token}" if share_token else None,
+        "url": f"{base}/compare/{comparison.id}",
+    }
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ComparisonPublic,
+    responses=error_responses(401, 404, 422),
+)
+def create_comparison(
+    body: ComparisonCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Any:
+    """Compare some of the caller's runs; answers the share link (shown this once)."""
+    comparison = crud.create_comparison(
+        session,
+        user=user,
+        run_ids=body.run_ids,
+        title=body.title,
+        max_runs=settings.max_runs_per_comparison,
+    )
+    token = crud.create_share_link(session, comparison=comparison)
+    session.commit()
+    return _public(session, comparison, base_url(request, settings), token)
+
+
+@router.get("", response_model=ComparisonsPublic, responses=error_responses(401, 422))
+def list_comparisons(
+    request: Request, session: SessionDep, settings: SettingsDep, user: CurrentUser, page: PageDep
+) -> Any:
+    """The caller's comparisons, newest first."""
+    rows, count = crud.list_comparisons(session, user=user, offset=page.offset, limit=page.limit)
+    base = base_url(request, settings)
+    return {"data": [_public(session, c, base) for c in rows], "count": count}
+
+
+@router.get(
+    "/{comparison_id}", response_model=ComparisonPublic, responses=error_responses(401, 404)
+)
+def read_comparison(
+    comparison_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Any:
+    """One comparison of the caller."""
+    comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
+    return _public(session, comparison, base_url(request, settings))
+
+
+@router.post(
+    "/{comparison_id}/share",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ComparisonPublic,
+    responses=error_responses(401, 404),
+)
+def create_share(
+    comparison_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> Any:
+    """A new share link for the comparison (earlier links keep working until revoked)."""
+    comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
+    token = crud.create_share_link(session, comparison=comparison)
+    session.commit()
+    return _public(session, comparison, base_url(request, settings), token)
+
+
+@router.delete(
+    "/{comparison_id}/share", response_model=ShareRevoked, responses=error_responses(401, 404)
+)
+def revoke_share(comparison_id: str, session: SessionDep, user: CurrentUser) -> Any:
+    """Revoke the comparison's share links: they stop working at once."""
+    comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
+    revoked = crud.revoke_share_links(session, comparison=comparison)
+    session.commit()
+    return {"id": comparison.id, "revoked": revoked}

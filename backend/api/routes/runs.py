@@ -1,0 +1,114 @@
+"""``/api/runs``: create (validated without torch, enqueued after commit), list, read."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, status
+from fastapi.concurrency import run_in_threadpool
+
+from backend import crud
+from backend.api.deps import (
+    BlobsDep,
+    CatalogueDep,
+    CurrentUser,
+    PageDep,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+)
+from backend.core.errors import ServiceError, error_responses
+from backend.inspection import BUILTIN_DATASETS, TORCHVISION_DATASETS, validate_measures
+from backend.schemas import RunCreate, RunPublic, RunsPublic, RunStatus
+
+log = logging.getLogger("genscope.api")
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunPublic,
+    responses=error_responses(401, 404, 422),
+)
+def create_run(
+    body: RunCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    catalogue: CatalogueDep,
+    queue: QueueDep,
+    blobs: BlobsDep,
+) -> Any:
+    """Queue an analysis of one checkpoint on one dataset; answers at once with the run.
+
+    The run row is committed first, then its id is sent to the broker. If the broker is down the
+    run stays ``queued`` and recovery re-sends it.
+    """
+    checkpoint = crud.get_checkpoint(session, checkpoint_id=body.checkpoint_id, user=user)
+    dataset_row = None
+    if body.dataset not in BUILTIN_DATASETS and body.dataset not in TORCHVISION_DATASETS:
+        try:
+            dataset_row = crud.get_dataset(session, dataset_id=body.dataset, user=user)
+        except ServiceError:
+            raise ServiceError(
+                "bad_dataset",
+                f"unknown dataset {body.dataset!r}: use a built-in spec "
+                f"({', '.join(BUILTIN_DATASETS)}) or the id of an uploaded dataset",
+                {"dataset": body.dataset},
+            ) from None
+    measures, params = validate_measures(catalogue, body.measures, body.params)
+    options = dict(settings.analysis_defaults)
+    if body.options is not None:
+        options.update(body.options.model_dump(exclude_none=True))
+    run = crud.create_run(
+        session,
+        user=user,
+        checkpoint=checkpoint,
+        dataset=body.dataset,
+        dataset_row=dataset_row,
+        measures=measures,
+        params=params,
+        options=options,
+        queue=settings.run_queue,
+    )
+    session.commit()
+    try:
+        queue.send(run.id, run.queue)
+        crud.mark_enqueued(session, run_id=run.id)
+        session.commit()
+    except Exception:
+        log.exception("could not enqueue run %s; recovery will re-send it", run.id)
+        session.rollback()
+    session.refresh(run)
+    return crud.run_public(run=run, blobs=blobs, with_report=False)
+
+
+@router.get("", response_model=RunsPublic, responses=error_responses(401, 422))
+def list_runs(
+    session: SessionDep,
+    user: CurrentUser,
+    blobs: BlobsDep,
+    page: PageDep,
+    status: RunStatus | None = None,
+) -> Any:
+    """The caller's runs, newest first (without reports; read one run for its report)."""
+    rows, count = crud.list_runs(
+        session, user=user, offset=page.offset, limit=page.limit, status=status
+    )
+    return {
+        "data": [crud.run_public(run=r, blobs=blobs, with_report=False) for r in rows],
+        "count": count,
+    }
+
+
+@router.get("/{run_id}", response_model=RunPublic, responses=error_responses(401, 404))
+async def read_run(
+    run_id: str, session: SessionDep, user: CurrentUser, blobs: BlobsDep, report: bool = True
+) -> Any:
+    """One run: status, progress, error, and the report once succeeded (``report=false`` omits
+    it, for cheap polling)."""
+    run = crud.get_run(session, run_id=run_id, user=user)
+    return await run_in_threadpool(crud.run_public, run=run, blobs=blobs, with_report=report)

@@ -1,0 +1,1 @@
+"""Configuration, database, errors and security of the service."""

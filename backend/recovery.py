@@ -1,0 +1,68 @@
+"""Recovery of lost runs from the database, the source of truth (ARCHITECTURE.md).
+
+Run by the API on start-up and by every worker on start-up and then periodically:
+
+* a run left ``running`` whose lease has expired (its worker died) is re-queued and re-sent, or
+  marked ``failed`` with ``worker_lost`` once it has used its attempts;
+* a run ``queued`` for longer than the grace period is re-sent: its message may have been lost
+  with a broker restart. The task is idempotent, so a duplicate message is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Protocol
+
+from backend import crud
+from backend.core.config import Settings
+from backend.core.db import session_scope, utcnow
+
+log = logging.getLogger("genscope.recovery")
+
+
+class Sender(Protocol):
+    def send(self, run_id: str, queue: str) -> str: ...
+
+
+def recover(settings: Settings, sender: Sender | None) -> dict[str, Any]:
+    """Re-queue or fail runs lost by dead workers and re-send stale queued runs."""
+    now = utcnow()
+    to_send: list[tuple[str, str]] = []
+    failed: list[str] = []
+    with session_scope(settings.sqlalchemy_url) as session:
+        for run in crud.expired_running_runs(session, now=now):
+            run.lease_expires_at = None
+            run.worker_id = None
+            run.task_id = None
+            if run.attempts >= settings.max_attempts:
+                run.status = "failed"
+                run.error_code = "worker_lost"
+                run.error_message = (
+                    f"the worker stopped during the run {run.attempts} times "
+                    f"(GENSCOPE_MAX_ATTEMPTS={settings.max_attempts}); the last attempt left "
+                    "no result"
+                )
+                run.message = "failed: worker lost"
+                run.finished_at = now
+                failed.append(run.id)
+            else:
+                run.status = "queued"
+                run.message = "re-queued: the worker running it stopped"
+                run.enqueued_at = now
+                to_send.append((run.id, run.queue))
+        older_than = now - timedelta(seconds=settings.requeue_grace_seconds)
+        for run in crud.stale_queued_runs(session, older_than=older_than):
+            run.enqueued_at = now
+            to_send.append((run.id, run.queue))
+    sent = 0
+    if sender is not None:
+        for run_id, queue in to_send:
+            try:
+                sender.send(run_id, queue)
+                sent += 1
+            except Exception:
+                log.exception("could not re-send run %s; it stays queued", run_id)
+    if to_send or failed:
+        log.warning("recovery: %d runs re-sent, %d failed as lost", sent, len(failed))
+    return {"resent": [r for r, _ in to_send], "failed": failed}

@@ -1,0 +1,218 @@
+"""Pydantic request/response schemas of the HTTP API (interfaces.md §4).
+
+Families with predictable names: ``XCreate`` (request body), ``XPublic`` (one item),
+``XsPublic`` (a page: ``data`` + ``count``, the total before paging).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from backend.core.errors import ErrorBody
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+def _utc_iso(value: datetime) -> str:
+    """The database keeps naive UTC; answers say so explicitly (``...+00:00``)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
+
+
+UTCDateTime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
+
+
+class CheckpointPublic(BaseModel):
+    """An uploaded checkpoint, as ``genscope inspect`` described it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    sha256: str
+    format: str
+    num_params: int
+    size: int
+    arch: str | None = None
+    arch_config: dict[str, Any] | None = None
+    created_at: UTCDateTime
+    info: dict[str, Any] = Field(default_factory=dict, description="layers, unwrapped prefixes...")
+
+
+class CheckpointsPublic(BaseModel):
+    data: list[CheckpointPublic]
+    count: int
+
+
+class DatasetPublic(BaseModel):
+    """A dataset a run can use: a built-in spec or an uploaded npz/safetensors file."""
+
+    id: str = Field(description="the value to pass as a run's `dataset`")
+    kind: Literal["builtin", "upload"]
+    name: str
+    description: str | None = None
+    sha256: str | None = None
+    format: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    num_classes: int | None = None
+    input_shape: list[int] | None = None
+    created_at: UTCDateTime | None = None
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class RunOptions(BaseModel):
+    """Run-wide analysis options (``genscope analyze`` flags); defaults from the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = None
+    hessian_samples: int | None = Field(default=None, ge=1)
+    margin_samples: int | None = Field(default=None, ge=1)
+    dtype: Literal["float32", "float64"] | None = None
+
+
+class RunCreate(BaseModel):
+    """``POST /api/runs``: analyse one checkpoint on one dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_id: str
+    dataset: str = Field(description="built-in spec (digits, moons, blobs, linear) or dataset id")
+    measures: list[str] | str | None = Field(
+        default=None, description="measure ids or groups; default margin.output"
+    )
+    params: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="{measure_id: {name: value}}"
+    )
+    options: RunOptions | None = None
+
+
+class MeasureScalar(BaseModel):
+    """One measure's headline value (the queryable table)."""
+
+    measure_id: str
+    value: float | None
+    status: str
+    error_code: str | None = None
+    seconds: float
+    cached: bool = False
+
+
+class RunPublic(BaseModel):
+    """A run: status, progress, error; the report once it has succeeded."""
+
+    id: str
+    status: RunStatus
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+    error: ErrorBody | None = None
+    checkpoint_id: str
+    checkpoint_name: str | None = None
+    dataset: str
+    measures: list[str]
+    params: dict[str, Any]
+    options: dict[str, Any]
+    queue: str
+    attempts: int
+    worker_id: str | None = None
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None = None
+    finished_at: UTCDateTime | None = None
+    results: list[MeasureScalar] = Field(default_factory=list)
+    report: dict[str, Any] | None = Field(
+        default=None, description="schema genscope.report/1, once succeeded"
+    )
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class MeasureParamPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str
+    default: Any = None
+    help: str = ""
+
+
+class MeasurePublic(BaseModel):
+    id: str
+    group: str
+    direction: str | None = None
+    description: str = ""
+    source: str = ""
+    cost: str = "cheap"
+    params: list[MeasureParamPublic] = Field(default_factory=list)
+
+
+class MeasuresPublic(BaseModel):
+    data: list[MeasurePublic]
+    count: int
+    groups: list[str]
+
+
+class ComparisonCreate(BaseModel):
+    """``POST /api/comparisons``: some of the user's runs side by side."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_ids: list[str] = Field(min_length=1)
+    title: str | None = Field(default=None, max_length=255)
+
+
+class ComparisonPublic(BaseModel):
+    id: str
+    title: str
+    run_ids: list[str]
+    created_at: UTCDateTime
+    shared: bool = Field(description="whether an active share link exists")
+    share_url: str | None = Field(
+        default=None, description="only in the answer that created the link (tokens are hashed)"
+    )
+    url: str | None = Field(default=None, description="the owner's comparison page")
+
+
+class ComparisonsPublic(BaseModel):
+    data: list[ComparisonPublic]
+    count: int
+
+
+class ShareRevoked(BaseModel):
+    id: str
+    revoked: int = Field(description="how many active links were revoked")
+
+
+class SharedComparison(BaseModel):
+    """A comparison opened by its share token: read-only, with every run's report."""
+
+    id: str
+    title: str
+    created_at: UTCDateTime
+    runs: list[RunPublic]
+
+
+class ComponentHealth(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: ComponentHealth
+    broker: ComponentHealth
+    workers: list[dict[str, Any]]
+    auth: str

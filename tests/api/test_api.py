@@ -1,0 +1,306 @@
+"""The HTTP API (interfaces.md §4) against SQLite and PostgreSQL, through one fixture."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import mlp_state, safetensors_bytes, upload_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_the_api_does_not_import_torch() -> None:
+    code = (
+        "import sys, backend.main; app = backend.main.create_app(); app.openapi(); "
+        "import backend.api.deps, backend.crud, backend.queue, worker.celery_app; "
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_settings_refuse_bad_configuration(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from backend.core.config import Settings
+
+    with pytest.raises(ValidationError, match="MAX_UPLOAD_MB"):
+        Settings(data_dir=tmp_path, max_upload_mb=0)
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT"):
+        Settings(
+            data_dir=tmp_path, task_time_limit=100, task_soft_time_limit=50, visibility_timeout=100
+        )
+    with pytest.raises(ValidationError, match="DATABASE_URL"):
+        Settings(data_dir=tmp_path, database_url="mysql://x")
+    with pytest.raises(ValidationError, match="BROKER_URL"):
+        Settings(data_dir=tmp_path, broker_url="kafka://x")
+    defaults = Settings(data_dir=tmp_path)
+    assert defaults.sqlalchemy_url == f"sqlite:///{tmp_path / 'genscope.sqlite'}"
+    assert defaults.celery_broker_url.startswith("sqla+sqlite:///")
+    assert defaults.max_upload_mb == 2048 and defaults.auth == "off"
+
+
+def test_health(client: Any) -> None:
+    answer = client.get("/api/health")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] and body["broker"]["ok"]
+    assert isinstance(body["workers"], list)
+
+
+def test_openapi_documents_routes_and_errors(client: Any) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/api/checkpoints",
+        "/api/datasets",
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/comparisons",
+        "/api/share/{token}",
+        "/api/comparisons/{comparison_id}/share",
+        "/api/health",
+    ):
+        assert path in paths, path
+    for path, ops in paths.items():
+        if not path.startswith("/api"):
+            continue
+        for method, op in ops.items():
+            if path != "/api/health":
+                assert "500" in op["responses"], (method, path)
+    upload = paths["/api/checkpoints"]["post"]
+    assert "multipart/form-data" in upload["requestBody"]["content"]
+    assert "413" in upload["responses"]
+    assert {"RunCreate", "RunPublic", "RunsPublic", "ErrorBody"} <= set(
+        spec["components"]["schemas"]
+    )
+
+
+def test_upload_checkpoint_and_deduplicate(client: Any, tiny_checkpoint: bytes) -> None:
+    first = upload_checkpoint(client, tiny_checkpoint)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert body["format"] == "safetensors"
+    assert body["num_params"] == 8 * 2 + 8 + 2 * 8 + 2
+    assert len(body["sha256"]) == 64 and body["arch"] == "mlp"
+    again = upload_checkpoint(client, tiny_checkpoint)
+    assert again.status_code == 201 and again.json()["id"] == body["id"]
+    read = client.get(f"/api/checkpoints/{body['id']}")
+    assert read.status_code == 200 and read.json()["sha256"] == body["sha256"]
+    listed = client.get("/api/checkpoints", params={"limit": 500}).json()
+    assert body["id"] in [c["id"] for c in listed["data"]] and listed["count"] >= 1
+
+
+class _Evil:
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {_Evil.marker}",))
+
+    marker = ""
+
+
+def test_pickle_upload_is_refused_and_never_unpickled(client: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _Evil.marker = str(marker)
+    answer = upload_checkpoint(client, pickle.dumps({"w": _Evil()}), name="model.pkl", arch=None)
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["code"] == "unsafe_checkpoint"
+    assert "export" in body["message"].lower() or "pickl" in body["message"].lower()
+    assert not marker.exists()
+    assert client.app.dependency_overrides  # settings were swapped, not the environment
+
+
+def test_bad_checkpoints_answer_engine_codes(client: Any) -> None:
+    weights = safetensors_bytes(mlp_state())
+    no_arch = upload_checkpoint(client, weights, arch=None)
+    assert no_arch.status_code == 422 and no_arch.json()["code"] == "bad_checkpoint"
+    assert "--arch" in no_arch.json()["message"] or "arch" in no_arch.json()["message"]
+    wrong = upload_checkpoint(client, weights, config={**_moons(), "widths": [16]})
+    assert wrong.status_code == 422 and wrong.json()["code"] == "weight_mismatch"
+    garbage = upload_checkpoint(client, b"not a checkpoint at all", arch=None)
+    assert garbage.status_code == 422 and garbage.json()["code"] == "bad_checkpoint"
+    bad_json = upload_checkpoint(client, weights, config=None)
+    assert bad_json.status_code == 201
+    empty = client.post("/api/checkpoints", files={"file": ("x", io.BytesIO(b""))})
+    assert empty.status_code == 400 and empty.json()["code"] == "bad_request"
+    not_multipart = client.post("/api/checkpoints", content=b"abc")
+    assert not_multipart.status_code == 415
+
+
+def _moons() -> dict[str, Any]:
+    return {"input_dim": 2, "widths": [8], "num_classes": 2}
+
+
+@pytest.mark.parametrize("size_kb", [40, 400])
+def test_oversize_upload_is_413_and_leaves_no_file(make_client: Any, size_kb: int) -> None:
+    client = make_client(max_upload_mb=0.01)  # 10 KiB; 40 KiB streams, 400 KiB is refused early
+    blobs = client.app.dependency_overrides  # noqa: F841 (documentation: settings overridden)
+    data = os.urandom(size_kb * 1024)
+    answer = client.post("/api/checkpoints", files={"file": ("big.bin", io.BytesIO(data))})
+    assert answer.status_code == 413
+    assert answer.json()["code"] == "payload_too_large"
+    blob_dir = client.settings.blob_dir
+    assert [p for p in (blob_dir / "tmp").iterdir()] == []
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    assert not (blob_dir / "objects" / sha[:2] / sha).exists()
+
+
+def _npz(n_train: int = 40, n_test: int = 10, classes: int = 2, dim: int = 2) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        x_train=rng.normal(size=(n_train, dim)).astype(np.float32),
+        y_train=rng.integers(0, classes, n_train),
+        x_test=rng.normal(size=(n_test, dim)).astype(np.float32),
+        y_test=rng.integers(0, classes, n_test),
+    )
+    return buf.getvalue()
+
+
+def test_dataset_upload_list_and_errors(client: Any) -> None:
+    answer = client.post("/api/datasets", files={"file": ("toy.npz", io.BytesIO(_npz()))})
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert (body["n_train"], body["n_test"], body["num_classes"]) == (40, 10, 2)
+    listed = client.get("/api/datasets").json()
+    ids = [d["id"] for d in listed["data"]]
+    assert {"digits", "moons", "blobs", "linear"} <= set(ids) and body["id"] in ids
+    buf = io.BytesIO()
+    np.savez(buf, x_train=np.zeros((3, 2), np.float32))
+    bad = client.post("/api/datasets", files={"file": ("bad.npz", io.BytesIO(buf.getvalue()))})
+    assert bad.status_code == 422 and bad.json()["code"] == "bad_dataset"
+    assert client.get("/api/datasets/digits").json()["kind"] == "builtin"
+    assert client.get("/api/datasets/nope").status_code == 404
+
+
+def test_run_request_validation(client: Any, tiny_checkpoint: bytes) -> None:
+    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+
+    def post(**body: Any) -> Any:
+        return client.post("/api/runs", json={"checkpoint_id": ckpt, "dataset": "moons", **body})
+
+    unknown = post(measures=["margin.nope"])
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_measure"
+    stray = post(measures=["margin.output"], params={"bound.spectral": {}})
+    assert stray.status_code == 422 and stray.json()["code"] == "bad_parameter"
+    catalogue = client.get("/api/measures").json()
+    assert catalogue["count"] >= 1 and "margins" in catalogue["groups"]
+    with_int = next(
+        (m, p) for m in catalogue["data"] for p in m["params"] if p["type"] == "int"
+    )  # a measure with an integer parameter
+    measure, param = with_int
+    wrong_type = post(measures=[measure["id"]], params={measure["id"]: {param["name"]: "x"}})
+    assert wrong_type.status_code == 422 and wrong_type.json()["code"] == "bad_parameter"
+    no_such = post(measures=[measure["id"]], params={measure["id"]: {"zzz": 1}})
+    assert no_such.status_code == 422 and "zzz" in no_such.json()["message"]
+    bad_dataset = client.post("/api/runs", json={"checkpoint_id": ckpt, "dataset": "nope"})
+    assert bad_dataset.status_code == 422 and bad_dataset.json()["code"] == "bad_dataset"
+    missing = client.post("/api/runs", json={"checkpoint_id": "0" * 32, "dataset": "moons"})
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    extra = post(colour="blue")
+    assert extra.status_code == 422 and extra.json()["code"] == "validation_error"
+    assert extra.json()["detail"]
+
+
+def test_create_read_and_list_runs(client: Any, tiny_checkpoint: bytes) -> None:
+    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+    created = []
+    for measures in (None, ["margins"], "margin.output"):
+        answer = client.post(
+            "/api/runs", json={"checkpoint_id": ckpt, "dataset": "moons", "measures": measures}
+        )
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert body["status"] == "queued" and body["progress"] == 0.0 and body["report"] is None
+        created.append(body)
+    assert created[0]["measures"] == ["margin.output"]
+    assert "margin.output" in created[1]["measures"] and len(created[1]["measures"]) > 1
+    one = client.get(f"/api/runs/{created[0]['id']}")
+    assert one.status_code == 200 and one.json()["id"] == created[0]["id"]
+    page = client.get("/api/runs", params={"limit": 2}).json()
+    assert len(page["data"]) == 2 and page["count"] >= 3
+    assert page["data"][0]["id"] == created[-1]["id"]  # newest first
+    queued = client.get("/api/runs", params={"status": "queued", "limit": 500}).json()
+    assert {r["id"] for r in created} <= {r["id"] for r in queued["data"]}
+    assert client.get("/api/runs/unknown").status_code == 404
+    assert client.get("/api/runs", params={"limit": 0}).status_code == 422
+
+
+def test_comparisons_and_share_links(client: Any, tiny_checkpoint: bytes) -> None:
+    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+    runs = [
+        client.post("/api/runs", json={"checkpoint_id": ckpt, "dataset": d}).json()["id"]
+        for d in ("moons", "linear")
+    ]
+    created = client.post("/api/comparisons", json={"run_ids": runs, "title": "two"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["shared"] and body["share_url"] and body["url"].endswith(f"/compare/{body['id']}")
+    token = body["share_url"].rsplit("/", 1)[-1]
+    assert len(token) >= 32  # >= 128 bits, URL-safe
+    shared = client.get(f"/api/share/{token}")
+    assert shared.status_code == 200
+    assert [r["id"] for r in shared.json()["runs"]] == runs
+    assert client.get(f"/api/comparisons/{body['id']}").json()["share_url"] is None
+    revoked = client.delete(f"/api/comparisons/{body['id']}/share")
+    assert revoked.status_code == 200 and revoked.json()["revoked"] == 1
+    assert client.get(f"/api/share/{token}").status_code == 404
+    assert client.get("/api/share/" + "x" * 43).status_code == 404
+    assert client.get(f"/api/comparisons/{body['id']}").json()["shared"] is False
+    again = client.post(f"/api/comparisons/{body['id']}/share").json()
+    assert client.get(f"/api/share/{again['share_url'].rsplit('/', 1)[-1]}").status_code == 200
+    bad = client.post("/api/comparisons", json={"run_ids": ["nope"]})
+    assert bad.status_code == 404
+    assert client.post("/api/comparisons", json={"run_ids": []}).status_code == 422
+
+
+def test_unexpected_error_is_500_without_traceback(make_client: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from backend.api.deps import get_blobs
+
+    client = make_client()
+    app = client.app
+
+    def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    app.dependency_overrides[get_blobs] = broken
+    with TestClient(app, raise_server_exceptions=False) as raw:
+        answer = raw.get("/api/runs")
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "code": "internal_error",
+        "message": "internal server error",
+        "detail": None,
+    }
+    assert "secret" not in answer.text
+    del app.dependency_overrides[get_blobs]
+
+
+def test_json_errors_have_one_format(client: Any) -> None:
+    for answer in (
+        client.get("/api/runs/x"),
+        client.get("/api/nothing-here"),
+        client.post("/api/runs", content=b"{", headers={"content-type": "application/json"}),
+    ):
+        body = answer.json()
+        assert set(body) == {"code", "message", "detail"}, body
+    assert json.loads(client.get("/api/runs/x").text)["code"] == "not_found"

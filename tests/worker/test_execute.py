@@ -1,0 +1,167 @@
+"""The task's logic in-process (no Celery), on SQLite and PostgreSQL: claim, compute, store,
+idempotence, caching, engine errors, leases and recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from backend.core.db import session_scope, utcnow
+from backend.models import MeasureResultRow, Run
+from tests.conftest import mlp_state, safetensors_bytes, upload_checkpoint
+
+
+def _run(client: Any, ckpt: str, measures: Any = "margin.output", dataset: str = "moons") -> str:
+    answer = client.post(
+        "/api/runs", json={"checkpoint_id": ckpt, "dataset": dataset, "measures": measures}
+    )
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def _rows(settings: Any, run_id: str) -> list[MeasureResultRow]:
+    with session_scope(settings.sqlalchemy_url) as session:
+        return list(
+            session.scalars(select(MeasureResultRow).where(MeasureResultRow.run_id == run_id))
+        )
+
+
+def test_execute_stores_report_and_is_idempotent(client: Any, tiny_checkpoint: bytes) -> None:
+    from worker.tasks import execute_run
+
+    settings = client.settings
+    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+    run_id = _run(client, ckpt, ["margin.output", "complexity.params"])
+    assert execute_run(settings, run_id, "task-a") == "succeeded"
+    body = client.get(f"/api/runs/{run_id}").json()
+    assert body["status"] == "succeeded" and body["progress"] == 1.0 and body["attempts"] == 1
+    report = body["report"]
+    assert report["schema"] == "genscope.report/1"
+    assert list(report["measures"]) == ["margin.output", "complexity.params"]
+    margins = report["measures"]["margin.output"]
+    assert len(margins["values"]) == report["data"]["n_train"]
+    assert [r["measure_id"] for r in body["results"]] == ["margin.output", "complexity.params"]
+    assert body["results"][0]["value"] == margins["value"]
+    # a duplicate message (another task id) finds the run finished: nothing is recomputed
+    assert execute_run(settings, run_id, "task-b") == "skipped"
+    assert len(_rows(settings, run_id)) == 2
+
+    # the same question again is answered from the cache, instantly and identically
+    second = _run(client, ckpt, ["margin.output", "complexity.params"])
+    assert execute_run(settings, second, "task-c") == "succeeded"
+    cached = client.get(f"/api/runs/{second}").json()
+    assert all(r["cached"] for r in cached["results"])
+    assert cached["report"]["measures"] == report["measures"]
+    # a new measure is computed, the known one reused
+    third = _run(client, ckpt, ["margin.output", "margin.normalized"])
+    assert execute_run(settings, third, "task-d") == "succeeded"
+    flags = {
+        r["measure_id"]: r["cached"] for r in client.get(f"/api/runs/{third}").json()["results"]
+    }
+    assert flags == {"margin.output": True, "margin.normalized": False}
+
+
+def test_engine_error_fails_the_run_with_its_code(client: Any) -> None:
+    from worker.tasks import execute_run
+
+    # a model for 3 inputs, analysed on the 2-D moons: the engine says shape_mismatch
+    data = safetensors_bytes(mlp_state(input_dim=3, seed=3))
+    config = {"input_dim": 3, "widths": [8], "num_classes": 2}
+    ckpt = upload_checkpoint(client, data, config=config).json()["id"]
+    run_id = _run(client, ckpt)
+    assert execute_run(client.settings, run_id, "task-x") == "failed"
+    body = client.get(f"/api/runs/{run_id}").json()
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "shape_mismatch" and "shape" in body["error"]["message"]
+    assert body["report"] is None
+
+
+def test_claims_leases_and_recovery(client: Any, tiny_checkpoint: bytes) -> None:
+    import pytest
+
+    from backend.queue import get_run_queue
+    from backend.recovery import recover
+    from worker.progress import ClaimLost, RunProgress
+    from worker.tasks import claim_run
+
+    settings = client.settings
+    url = settings.sqlalchemy_url
+    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+    run_id = _run(client, ckpt)
+    assert claim_run(settings, run_id, "A")
+    assert not claim_run(settings, run_id, "B")  # A's lease is live
+    assert claim_run(settings, run_id, "A")  # a retry of A's own message re-claims it
+    with session_scope(url) as session:
+        session.execute(
+            update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(1))
+        )
+    assert claim_run(settings, run_id, "B")  # expired: B takes over
+    progress = RunProgress(url, run_id, "A", interval=0.0, lease_seconds=5)
+    with pytest.raises(ClaimLost):
+        progress(0.5, "A is late")
+
+    # B dies (lease expires): recovery re-queues it, then fails it when attempts are used up
+    with session_scope(url) as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1), attempts=1)
+        )
+    outcome = recover(settings, get_run_queue(settings))
+    assert run_id in outcome["resent"]
+    with session_scope(url) as session:
+        row = session.get(Run, run_id)
+        assert row is not None and row.status == "queued" and row.worker_id is None
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status="running",
+                attempts=settings.max_attempts,
+                lease_expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+    outcome = recover(settings, get_run_queue(settings))
+    assert run_id in outcome["failed"]
+    body = client.get(f"/api/runs/{run_id}").json()
+    assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"
+
+    # a queued run whose message may be lost is re-sent after the grace period
+    stale = _run(client, ckpt)
+    with session_scope(url) as session:
+        session.execute(
+            update(Run).where(Run.id == stale).values(enqueued_at=utcnow() - timedelta(hours=1))
+        )
+    assert stale in recover(settings, get_run_queue(settings))["resent"]
+
+
+def test_a_failed_measure_does_not_fail_the_run(client: Any) -> None:
+    """A TorchScript model: path norm needs functional calls and fails; the run succeeds."""
+    import io
+
+    import torch
+
+    from worker.tasks import execute_run
+
+    torch.manual_seed(5)
+    module = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module.eval()), buf)
+    ckpt = upload_checkpoint(client, buf.getvalue(), arch=None, name="net.pt")
+    assert ckpt.status_code == 201 and ckpt.json()["format"] == "torchscript", ckpt.text
+    run_id = _run(client, ckpt.json()["id"], ["margin.output", "complexity.path_norm"])
+    assert execute_run(client.settings, run_id, "task-ts") == "succeeded"
+    body = client.get(f"/api/runs/{run_id}").json()
+    by_id = {r["measure_id"]: r for r in body["results"]}
+    assert by_id["margin.output"]["status"] == "ok"
+    assert by_id["complexity.path_norm"]["status"] == "failed"
+    assert by_id["complexity.path_norm"]["error_code"] == "unsupported_model"
+    assert (
+        body["report"]["measures"]["complexity.path_norm"]["error"]["code"] == "unsupported_model"
+    )
+    # failures are not cached: the next run computes the measure again
+    again = _run(client, ckpt.json()["id"], ["complexity.path_norm"])
+    assert execute_run(client.settings, again, "task-ts2") == "succeeded"
+    assert client.get(f"/api/runs/{again}").json()["results"][0]["cached"] is False

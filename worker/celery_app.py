@@ -1,0 +1,71 @@
+"""The Celery application, configured from :class:`backend.core.config.Settings`.
+
+Importing this module imports neither the tasks nor torch, so the API uses
+:func:`make_celery` as a producer (``send_task`` by name). The worker command loads
+``worker.tasks`` through ``include``. Reliability settings (Celery docs, "Tasks" and
+"Optimizing"): ``acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1, soft/hard time limits
+below the broker's visibility timeout, results ignored (the run row is the result).
+
+The embedded default broker is kombu's SQLAlchemy transport on a SQLite file
+(``sqla+sqlite:///<data_dir>/broker.sqlite``): it works across processes (the API and the worker
+child) because each ``get`` is one ``BEGIN IMMEDIATE`` transaction, so a message is delivered to
+exactly one consumer and never read half-written (the filesystem transport moves files without a
+lock and can hand a consumer a message that is still being written).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from backend.core.config import Settings, get_settings
+
+TASK_ANALYZE = "genscope.analyze_run"
+QUEUES = ("gpu", "cpu")
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``' broker; task code is only included for workers."""
+    app = Celery("genscope", broker=settings.celery_broker_url, include=["worker.tasks"])
+    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.embedded_broker:
+        # kombu passes these to SQLAlchemy's create_engine: wait on a locked SQLite file.
+        transport_options = {"connect_args": {"timeout": 30}}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        task_ignore_result=True,
+        result_backend=None,
+        task_queues=[Queue(q, routing_key=q) for q in QUEUES],
+        task_default_queue="cpu",
+        task_create_missing_queues=False,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+    )
+    app.conf.genscope_settings = settings
+    return app
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``celery -A worker.celery_app`` finds ``app`` here, built from the environment."""
+    global _app
+    if name in ("app", "celery"):
+        if _app is None:
+            _app = make_celery(get_settings())
+        return _app
+    raise AttributeError(name)
