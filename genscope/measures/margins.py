@@ -1,27 +1,57 @@
 """Margin measures (measures.md, "Margins").
 
-``margin.output``: the output margin γ(x, y) = f(x)_y − max_{j≠y} f(x)_j on the logits, per
-training example (Bartlett, Foster & Telgarsky 2017, §2: the margin operator
-M(v, y) = v_y − max_{i≠y} v_i).
+* ``margin.output``: γ(x, y) = f(x)_y − max_{j≠y} f(x)_j on the logits, per training example
+  (Bartlett, Foster & Telgarsky 2017, §2: the margin operator M(v, y) = v_y − max_{i≠y} v_i).
+* ``margin.all_layer``: the all-layer margin m_F of Wei & Ma (ICLR 2020, §2, eq. (2.1) and the
+  perturbed network above it) with the layer-function convention of measures.md, by a batched
+  minimum-norm solver (:func:`solve_all_layer`).
+* ``margin.normalized``: γ · n / (R_A · ‖X‖_F), R_A the spectral complexity of Bartlett et al.
+  (2017, eq. 1.2), the normalisation of their Figure 1.
+* ``margin.hidden``: first-order margins at every layer-function output, normalised by the total
+  variation (Jiang, Krishnan, Mobahi & Bengio, ICLR 2019, eqs. (3)-(4)), and their quartile
+  signature.
+* ``margin.homogeneous``: q_min / ‖θ‖^L of an L-homogeneous network (Lyu & Li, ICLR 2020, §3)
+  and the sorted vector of normalised margins (Nacson et al., ICML 2019).
+* ``margin.robust``: the smallest L2 / L∞ input perturbation that flips each example, and the
+  all-layer margin with the input as layer 0 (Wei & Ma 2020, §5).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from genscope.measures.context import MeasureContext
-from genscope.measures.registry import HIGHER_IS_BETTER, measure
+from genscope.errors import BadParameter, UnsupportedModel
+from genscope.graph import LayerGraph, affine_layers, homogeneity, layer_graph
+from genscope.measures.context import MeasureContext, Sample
+from genscope.measures.registry import HIGHER_IS_BETTER, Param, measure
 from genscope.measures.stats import per_class, quantiles
+from genscope.norms import layer_norms, spectral_complexity
+
+Progress = Callable[[float, str], None]
 
 
 def output_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """f_y − max_{j≠y} f_j for each row; negative exactly when the example is misclassified
-    (ties count as misclassified: margin 0)."""
+    (ties count as misclassified: margin 0).
+
+    >>> output_margins(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
+    tensor([1.])
+    """
     true = logits.gather(1, labels[:, None]).squeeze(1)
     others = logits.scatter(1, labels[:, None], float("-inf"))
     return true - others.max(dim=1).values
+
+
+def _sample_block(sample: Sample) -> dict[str, Any]:
+    return {**sample.describe(), "split": "train"}
+
+
+# --- margin.output ------------------------------------------------------------------------------
 
 
 @measure(
@@ -31,7 +61,11 @@ def output_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     source="Bartlett, Foster & Telgarsky 2017, §2 (margin operator)",
 )
 def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Output margin f(x)_y − max_{j≠y} f(x)_j on the logits, per training example."""
+    """Output margin f(x)_y − max_{j≠y} f(x)_j on the logits, per training example.
+
+    Bartlett, Foster & Telgarsky (2017), §2: M(v, y) = v_y − max_{i≠y} v_i. Reports the
+    per-example values, their quantiles and a per-class breakdown.
+    """
     logits = ctx.train_logits()
     margins = output_margins(logits, ctx.y_train)
     q = quantiles(margins)
@@ -44,3 +78,838 @@ def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
         "per_class": per_class(margins, ctx.y_train, ctx.num_classes),
         "sample": {"size": int(margins.numel()), "whole_set": True, "split": "train"},
     }
+
+
+# --- the all-layer margin solver ---------------------------------------------------------------
+
+
+@dataclass
+class AllLayerResult:
+    """Per-example all-layer margins and what the solver did.
+
+    Attributes:
+        values: m_F(x, y) per example (float64): 0 for misclassified examples, NaN where no
+            perturbation that flips the prediction could be found (counted in ``unconfirmed``).
+        correct: whether the example is correctly classified (margin > 0, ties misclassified).
+        confirmed: whether the re-run perturbed forward pass at the reported perturbation flips
+            the prediction (False for misclassified examples, whose value is 0 by definition).
+        shares: (n, points) share ‖δ_i‖² / ‖δ‖² of each perturbation point at the reported
+            perturbation (zeros for misclassified or unconfirmed examples).
+        iterations: solver iterations per example.
+        points: names of the perturbation points (``input`` first when included).
+        perturbations: the reported perturbations, flat (n, total size), when asked for.
+    """
+
+    values: torch.Tensor
+    correct: torch.Tensor
+    confirmed: torch.Tensor
+    shares: torch.Tensor
+    iterations: torch.Tensor
+    points: list[str]
+    perturbations: torch.Tensor | None = None
+
+    @property
+    def unconfirmed(self) -> int:
+        return int((self.correct & ~self.confirmed).sum())
+
+
+PerturbedForward = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
+
+
+def perturbed_forward(graph: LayerGraph, input_layer: bool = False) -> PerturbedForward:
+    """F(x, δ) of Wei & Ma (2020, §2): h_i = f_i(h_{i−1}) + δ_i ‖h_{i−1}‖ at every layer-function
+    output; with ``input_layer`` a layer 0 perturbs the input, x ← x + δ_0 ‖x‖ (their §5)."""
+
+    if not input_layer:
+        return lambda x, deltas: graph(x, deltas)
+
+    def forward(x: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
+        norm = x.reshape(x.shape[0], -1).norm(dim=1)
+        x = x + deltas[0] * norm.reshape((-1,) + (1,) * (x.dim() - 1))
+        return graph(x, deltas[1:])
+
+    return forward
+
+
+def solve_all_layer(
+    graph: LayerGraph,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    patience: int = 5,
+    batch_size: int = 0,
+    overshoot: float = 0.01,
+    classes: int = 3,
+    input_layer: bool = False,
+    keep_perturbations: bool = False,
+    progress: Progress | None = None,
+) -> AllLayerResult:
+    """All-layer margins m_F(x, y) = min ‖δ‖ s.t. argmax F(x, δ) ≠ y (Wei & Ma 2020, eq. (2.1)),
+    for many examples at once, each with its own perturbation variables.
+
+    The solver linearises g_j(δ) = F_y − F_j at the current δ for the nearest of the top wrong
+    classes j (the multi-class step of DeepFool, Moosavi-Dezfooli et al. 2016). While the
+    iterate does not flip the prediction it steps to the linearised boundary {g_j = −κ},
+    κ = ``overshoot`` · g(0) (DeepFool from the current point); once it flips, it moves to the
+    projection of the origin onto that boundary, δ ← ((∇g_j·δ − g_j − κ) / ‖∇g_j‖²) ∇g_j, which
+    slides along the boundary towards smaller norms. The fixed points are the KKT points of
+    min ‖δ‖² s.t. g_j(δ) = −κ, and for a single affine layer the first step is exact. Every
+    iterate that flips the prediction is a candidate; the smallest is kept. An example stops when
+    its best norm changed by less than ``tol`` (relative) over ``patience`` iterations. The best
+    candidate is then shrunk along its ray by bisection to the boundary, and the perturbed forward
+    pass is re-run at the reported perturbation to confirm that the prediction flips.
+
+    Args:
+        graph: the model's :class:`~genscope.graph.LayerGraph`.
+        x, y: inputs and labels (on the model's device and dtype).
+        max_iter: iterations per example at most.
+        tol, patience: the stopping rule on the relative change of the best norm.
+        batch_size: examples optimised together; 0 picks it from the perturbation size.
+        overshoot: the linearised target margin −κ as a fraction of the clean margin.
+        input_layer: include the input as layer 0 (robust all-layer margin).
+        keep_perturbations: return the reported perturbations (flat, on the CPU).
+        progress: called with (fraction done, message).
+
+    Returns:
+        An :class:`AllLayerResult`.
+    """
+    forward = perturbed_forward(graph, input_layer)
+    shapes = [tuple(x.shape[1:])] if input_layer else []
+    shapes += [layer.output_shape for layer in graph.layers]
+    points = (["input"] if input_layer else []) + graph.points
+    return minimum_norm_flips(
+        forward,
+        x,
+        y,
+        shapes,
+        points,
+        max_iter=max_iter,
+        tol=tol,
+        patience=patience,
+        batch_size=batch_size,
+        overshoot=overshoot,
+        classes=classes,
+        keep_perturbations=keep_perturbations,
+        progress=progress,
+    )
+
+
+def minimum_norm_flips(
+    forward: PerturbedForward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    shapes: list[tuple[int, ...]],
+    points: list[str],
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    patience: int = 5,
+    batch_size: int = 0,
+    overshoot: float = 0.01,
+    classes: int = 3,
+    keep_perturbations: bool = False,
+    progress: Progress | None = None,
+) -> AllLayerResult:
+    """min ‖δ‖ s.t. argmax forward(x, δ) ≠ y for perturbations δ of the given ``shapes``: the
+    solver behind :func:`solve_all_layer` (see there), for any perturbed forward pass."""
+    sizes = [math.prod(s) for s in shapes]
+    total = sum(sizes)
+    n = x.shape[0]
+    if batch_size <= 0:
+        batch_size = int(min(4096, max(32, (1 << 24) // max(total, 1))))
+    values = torch.zeros(n, dtype=torch.float64)
+    correct = torch.zeros(n, dtype=torch.bool)
+    confirmed = torch.zeros(n, dtype=torch.bool)
+    shares = torch.zeros((n, len(shapes)), dtype=torch.float64)
+    iterations = torch.zeros(n, dtype=torch.long)
+    kept = torch.zeros((n, total), dtype=torch.float64) if keep_perturbations else None
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        chunk = _Chunk(forward, x[start:stop], y[start:stop], shapes, sizes)
+        chunk.solve(max_iter, tol, patience, overshoot, classes)
+        v, c, ok, sh, it, final = chunk.finish()
+        if kept is not None:
+            kept[start:stop] = final
+        values[start:stop], correct[start:stop], confirmed[start:stop] = v, c, ok
+        shares[start:stop], iterations[start:stop] = sh, it
+        if progress is not None:
+            progress(stop / n, f"{stop}/{n} examples")
+    return AllLayerResult(values, correct, confirmed, shares, iterations, points, kept)
+
+
+class _Chunk:
+    """The solver state of one batch of examples: flat perturbations D of shape (B, P)."""
+
+    def __init__(
+        self,
+        forward: PerturbedForward,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        shapes: list[tuple[int, ...]],
+        sizes: list[int],
+    ) -> None:
+        self.forward, self.x, self.y, self.shapes, self.sizes = forward, x, y, shapes, sizes
+        b, p = x.shape[0], sum(sizes)
+        self.delta = x.new_zeros((b, p))
+        self.best = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
+        self.best_delta = x.new_zeros((b, p))
+        self.iterations = torch.zeros(b, dtype=torch.long, device=x.device)
+        with torch.no_grad():
+            self.margin0 = output_margins(self.logits(x, self.delta), y)
+        self.correct = self.margin0 > 0
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        parts = torch.split(flat, self.sizes, dim=1)
+        return [p.reshape((flat.shape[0], *s)) for p, s in zip(parts, self.shapes, strict=True)]
+
+    def logits(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        return self.forward(x, self.split(flat))
+
+    @staticmethod
+    @staticmethod
+    def _step(
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        d: torch.Tensor,
+        kappa: torch.Tensor,
+        classes: int,
+        origin: torch.Tensor,
+    ) -> torch.Tensor:
+        """The next iterate, for the nearest of the ``classes`` top wrong classes j
+        (g_j = F_y − F_j, DeepFool's choice) linearised at δ: where ``origin`` (the iterate
+        flips), the projection of the origin onto {g_j = −κ}, which slides along the boundary
+        towards smaller norms; elsewhere the projection of δ itself (a DeepFool step), which
+        approaches the boundary without the two-cycles that projecting the origin can fall
+        into across ReLU regions."""
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        wrong = logits.detach().scatter(1, y[:, None], float("-inf"))
+        k = min(classes, logits.shape[1] - 1)
+        top = wrong.topk(k, dim=1).indices
+        best_step, best_dist = None, None
+        for c in range(k):
+            g = true - logits.gather(1, top[:, c : c + 1]).squeeze(1)
+            (grad,) = torch.autograd.grad(g.sum(), d, retain_graph=c < k - 1)
+            with torch.no_grad():
+                g = g.detach()
+                gg = (grad * grad).sum(1).clamp_min(torch.finfo(grad.dtype).tiny)
+                from_origin = ((grad * d).sum(1) - g - kappa) / gg
+                from_here = -(g + kappa) / gg
+                coef = torch.where(origin, from_origin, from_here)
+                dist = coef.abs() * gg.sqrt()
+                step = coef[:, None] * grad + torch.where(origin, 0.0, 1.0)[:, None] * d
+                if best_step is None or best_dist is None:
+                    best_step, best_dist = step, dist
+                else:
+                    closer = dist < best_dist
+                    best_step = torch.where(closer[:, None], step, best_step)
+                    best_dist = torch.where(closer, dist, best_dist)
+        assert best_step is not None
+        return best_step
+
+    def solve(
+        self, max_iter: int, tol: float, patience: int, overshoot: float, classes: int
+    ) -> None:
+        active = self.correct.clone()
+        reference = self.best.clone()
+        stall = torch.zeros_like(self.iterations)
+        for _ in range(max_iter):
+            idx = active.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            x, y = self.x[idx], self.y[idx]
+            d = self.delta[idx].detach().requires_grad_(True)
+            kappa = overshoot * self.margin0[idx]
+            with torch.enable_grad():
+                logits = self.logits(x, d)
+                g = output_margins(logits, y)
+                flips = output_margins(logits.detach(), y) <= 0
+                step = self._step(logits, y, d, kappa, classes, flips)
+            with torch.no_grad():
+                d = d.detach()
+                g = g.detach()
+                self.iterations[idx] += 1
+                norm = d.norm(dim=1)
+                better = (g <= 0) & (norm < self.best[idx])
+                if bool(better.any()):
+                    self.best[idx[better]] = norm[better]
+                    self.best_delta[idx[better]] = d[better]
+                self.delta[idx] = step
+                best = self.best[idx]
+                moved = ~(reference[idx] - best <= tol * best)
+                reference[idx[moved]] = best[moved]
+                stall[idx] = torch.where(moved, torch.zeros_like(stall[idx]), stall[idx] + 1)
+                done = torch.isfinite(best) & (stall[idx] >= patience)
+                active[idx[done]] = False
+
+    @torch.no_grad()
+    def finish(self) -> tuple[torch.Tensor, ...]:
+        """Shrink each best perturbation along its ray to the boundary, re-run the perturbed pass
+        there and confirm the flip; examples without a candidate try the last iterate scaled up."""
+        missing = self.correct & ~torch.isfinite(self.best)
+        if bool(missing.any()):
+            idx = missing.nonzero().squeeze(1)
+            for factor in (1.0, 1.5, 2.0, 4.0, 8.0, 16.0):
+                d = self.delta[idx] * factor
+                flips = output_margins(self.logits(self.x[idx], d), self.y[idx]) <= 0
+                found = idx[flips]
+                self.best_delta[found] = d[flips]
+                self.best[found] = d[flips].norm(dim=1)
+                idx = idx[~flips]
+                if idx.numel() == 0:
+                    break
+        has = self.correct & torch.isfinite(self.best)
+        idx = has.nonzero().squeeze(1)
+        values = torch.zeros_like(self.best, dtype=torch.float64)
+        confirmed = torch.zeros_like(self.correct)
+        shares = torch.zeros((self.x.shape[0], len(self.sizes)), dtype=torch.float64)
+        reported = torch.zeros((self.x.shape[0], sum(self.sizes)), dtype=torch.float64)
+        if idx.numel():
+            x, y, d = self.x[idx], self.y[idx], self.best_delta[idx]
+            lo = torch.zeros(idx.numel(), dtype=d.dtype, device=d.device)
+            hi = torch.ones_like(lo)
+            for _ in range(20):
+                mid = (lo + hi) / 2
+                flips = output_margins(self.logits(x, d * mid[:, None]), y) <= 0
+                hi = torch.where(flips, mid, hi)
+                lo = torch.where(flips, lo, mid)
+            final = d * hi[:, None]
+            flips = output_margins(self.logits(x, final), y) <= 0
+            confirmed[idx] = flips
+            reported[idx.cpu()] = final.double().cpu()
+            values[idx] = final.norm(dim=1).double()
+            parts = torch.split(final.double() ** 2, self.sizes, dim=1)
+            sq = torch.stack([p.sum(1) for p in parts], dim=1)
+            shares[idx.cpu()] = (sq / sq.sum(1, keepdim=True).clamp_min(1e-300)).cpu()
+        values[self.correct & ~confirmed] = math.nan
+        return (
+            values.cpu(),
+            self.correct.cpu(),
+            confirmed.cpu(),
+            shares,
+            self.iterations.cpu(),
+            reported,
+        )
+
+
+# --- parameters ---------------------------------------------------------------------------
+
+ALL_LAYER_PARAMS = (
+    Param("max_iter", int, 100, "solver iterations per example at most", min=1, max=10_000),
+    Param("tol", float, 1e-3, "stop when the best norm changes less than this (relative)", 0, 1),
+    Param("patience", int, 5, "iterations without relative change before stopping", 1, 1000),
+    Param("classes", int, 3, "wrong classes linearised per step (DeepFool's choice)", 1, 1000),
+    Param(
+        "overshoot", float, 0.01, "linearised target margin −κ, fraction of the clean margin", 0, 1
+    ),
+    Param("batch_size", int, 0, "examples optimised together; 0 = from the perturbation size", 0),
+)
+
+
+def _resolve(spec: tuple[Param, ...], given: dict[str, Any], measure_id: str) -> dict[str, Any]:
+    """Defaults with ``given`` applied, typed and range-checked (BadParameter otherwise)."""
+    by_name = {p.name: p for p in spec}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        raise BadParameter(
+            f"{measure_id} has no parameter {unknown[0]!r} (its parameters: {', '.join(by_name)})",
+            {"param": f"{measure_id}.{unknown[0]}"},
+        )
+    out = {p.name: p.default for p in spec}
+    for name, raw in given.items():
+        out[name] = by_name[name].coerce(raw, measure_id)
+    return out
+
+
+def model_graph(ctx: MeasureContext) -> LayerGraph:
+    """The model's :class:`~genscope.graph.LayerGraph`, built once per analysis."""
+    if "layer_graph" not in ctx.cache:
+        if not ctx.loaded.functional:
+            raise UnsupportedModel(
+                "margins that perturb hidden layers need the model's graph, which TorchScript "
+                "modules do not expose; export the model with torch.export.save or upload its "
+                "state dict with an architecture"
+            )
+        ctx.cache["layer_graph"] = layer_graph(ctx.model, ctx.x_train[:1])
+    return ctx.cache["layer_graph"]
+
+
+# --- margin.all_layer ---------------------------------------------------------------------
+
+
+def all_layer_margins(ctx: MeasureContext, **params: Any) -> dict[str, Any]:
+    """All-layer margins m_F (Wei & Ma 2020, eq. (2.1)) of every example of
+    ``ctx.margin_sample()``, computed once per analysis and parameter set (``ctx.cache``).
+
+    Args:
+        ctx: the analysis context.
+        **params: solver parameters (``max_iter``, ``tol``, ``patience``, ``classes``,
+            ``overshoot``, ``batch_size``); see :func:`solve_all_layer`.
+
+    Returns:
+        ``values`` (float64 per example, 0 for misclassified, NaN where unconfirmed),
+        ``correct``, ``confirmed`` (bool tensors), ``points`` (names), ``shares`` ((n, points)
+        share of ‖δ‖² per point), ``iterations``, ``unconfirmed`` (count), ``sample``
+        (the :class:`~genscope.measures.context.Sample`), ``params``.
+
+    Raises:
+        BadParameter: an unknown or out-of-range parameter.
+        UnsupportedModel: TorchScript, or a model whose graph cannot be captured.
+    """
+    p = _resolve(ALL_LAYER_PARAMS, params, "margin.all_layer")
+    key = "all_layer:" + ",".join(f"{k}={p[k]}" for k in sorted(p))
+    if key in ctx.cache:
+        return ctx.cache[key]
+    graph = model_graph(ctx)
+    sample = ctx.margin_sample()
+    result = solve_all_layer(graph, sample.x, sample.y, progress=ctx.progress, **p)
+    out = {
+        "values": result.values,
+        "correct": result.correct,
+        "confirmed": result.confirmed,
+        "points": result.points,
+        "shares": result.shares,
+        "iterations": result.iterations,
+        "unconfirmed": result.unconfirmed,
+        "sample": sample,
+        "params": p,
+    }
+    ctx.cache[key] = out
+    return out
+
+
+def _point_details(graph: LayerGraph) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": layer.name,
+            "kind": layer.kind,
+            "after": list(layer.ops),
+            "shape": list(layer.output_shape),
+        }
+        for layer in graph.layers
+    ]
+
+
+def _loads(points: list[str], shares: torch.Tensor, ok: torch.Tensor) -> list[dict[str, Any]]:
+    mean = shares[ok].mean(0) if bool(ok.any()) else torch.full((len(points),), math.nan)
+    return [{"point": name, "mean_share": float(v)} for name, v in zip(points, mean, strict=True)]
+
+
+@measure(
+    "margin.all_layer",
+    group="margins",
+    params=ALL_LAYER_PARAMS,
+    direction=HIGHER_IS_BETTER,
+    source="Wei & Ma 2020 (ICLR), §2, eq. (2.1); convention of measures.md",
+    cost="moderate",
+    requires=["functional"],
+)
+def margin_all_layer(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """All-layer margin m_F(x, y) = min ‖δ‖ s.t. argmax F(x, δ) ≠ y, per example.
+
+    Wei & Ma (2020), eq. (2.1), with the perturbed network h_i = f_i(h_{i−1}) + δ_i ‖h_{i−1}‖ on
+    the layer functions of measures.md; 0 for misclassified examples. Reports per-example values,
+    quantiles, the perturbation points, the mean share of ‖δ‖² each point takes at the optimum
+    (where the net is fragile), and the count of values whose flip could not be confirmed.
+    """
+    out = all_layer_margins(ctx, **params)
+    values, correct, confirmed = out["values"], out["correct"], out["confirmed"]
+    sample: Sample = out["sample"]
+    ok = correct & confirmed
+    inv = (1.0 / values[ok] ** 2).mean() if bool(ok.any()) else torch.tensor(math.nan)
+    q = quantiles(values)
+    iters = out["iterations"][correct].double()
+    return {
+        "value": q["p50"],
+        "values": values,
+        "quantiles": q,
+        "mean": float(values[torch.isfinite(values)].mean()) if values.numel() else None,
+        "mean_inverse_square": float(inv),
+        "fraction_misclassified": float((~correct).double().mean()),
+        "unconfirmed": out["unconfirmed"],
+        "points": _point_details(model_graph(ctx)),
+        "loads": _loads(out["points"], out["shares"], ok),
+        "per_class": per_class(values, sample.y, ctx.num_classes),
+        "solver": {
+            "iterations_mean": float(iters.mean()) if iters.numel() else 0.0,
+            "iterations_max": int(iters.max()) if iters.numel() else 0,
+            "method": "DeepFool steps to the linearised boundary, then projections of the "
+            "origin onto it; the best flipping iterate shrunk to the boundary by bisection "
+            "and re-checked",
+        },
+        "sample": _sample_block(sample),
+    }
+
+
+# --- margin.normalized ---------------------------------------------------------------------
+
+
+def model_norms(ctx: MeasureContext) -> list[Any]:
+    """Layer norms of the model (:func:`genscope.norms.layer_norms`), computed once."""
+    if "layer_norms" not in ctx.cache:
+        model_graph(ctx)  # TorchScript gets the graph's clear error
+        ctx.cache["layer_norms"] = layer_norms(ctx.model, ctx.x_train[:1])
+    return ctx.cache["layer_norms"]
+
+
+@measure(
+    "margin.normalized",
+    group="margins",
+    direction=HIGHER_IS_BETTER,
+    source="Bartlett, Foster & Telgarsky 2017, eq. (1.2) and Figure 1",
+    cost="cheap",
+    requires=["functional"],
+)
+def margin_normalized(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Output margin divided by the spectral complexity and the data scale: γ · n / (R_A ‖X‖_F).
+
+    Bartlett, Foster & Telgarsky (2017): R_A of eq. (1.2) with reference matrices 0 and ρ_i = 1,
+    BatchNorm folded, biases left out, conv spectral norms of the convolution operator; the
+    margins normalised by R_A ‖X‖_F / n as in their Figure 1 (measures.md, "Margins").
+    """
+    norms = model_norms(ctx)
+    log_ra = spectral_complexity(norms, log=True)
+    x = ctx.x_train.double()
+    data_norm = float(x.reshape(x.shape[0], -1).norm())
+    n = int(x.shape[0])
+    gamma = output_margins(ctx.train_logits(), ctx.y_train).double().cpu()
+    scale = math.exp(log_ra) * data_norm / n if math.isfinite(log_ra) else math.inf
+    values = gamma / scale if scale > 0 else torch.full_like(gamma, math.nan)
+    q = quantiles(values)
+    return {
+        "value": q["p50"],
+        "values": values,
+        "quantiles": q,
+        "per_class": per_class(values, ctx.y_train, ctx.num_classes),
+        "spectral_complexity": math.exp(log_ra) if math.isfinite(log_ra) else None,
+        "log_spectral_complexity": log_ra if math.isfinite(log_ra) else None,
+        "data_norm": data_norm,
+        "layers": [layer.to_dict() for layer in norms],
+        "conventions": {
+            "biases": "left out",
+            "batchnorm": "folded into the preceding affine map",
+            "conv_spectral_norm": "convolution operator at the actual input shape",
+            "l21": "of the operator (unrolled for convolutions)",
+            "reference_matrices": "0",
+        },
+        "sample": {"size": n, "whole_set": True, "split": "train"},
+    }
+
+
+# --- margin.hidden -------------------------------------------------------------------------
+
+HIDDEN_EPS = 1e-6
+
+
+def hidden_margins(
+    graph: LayerGraph, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256
+) -> dict[str, Any]:
+    """First-order margins d = (f_i − f_j) / sqrt(ε + ‖∇_h (f_i − f_j)‖²) at the input and at
+    every layer-function output h (Jiang, Krishnan, Mobahi & Bengio 2019, eq. (3), ε = 1e-6),
+    i the true class and j the top wrong class (the predicted class when misclassified, so the
+    margin is negative), and the total variation ν(h) = sqrt(Σ_k Var_j h_{j,k}) (their eq. (4),
+    population variance over the examples, without the extra 1/n of the released code).
+
+    Returns:
+        ``margins`` ((n, points) raw margins), ``variation`` (per point), ``points`` (names).
+    """
+    points = ["input", *graph.points]
+    rows: list[torch.Tensor] = []
+    sums: list[torch.Tensor | float] = [0.0] * len(points)
+    squares: list[torch.Tensor | float] = [0.0] * len(points)
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        b = xb.shape[0]
+        with torch.enable_grad():
+            xin = xb.detach().clone().requires_grad_(True)
+            zeros = [
+                xb.new_zeros((b, *layer.output_shape), requires_grad=True) for layer in graph.layers
+            ]
+            record: dict[int, torch.Tensor] = {}
+            logits = graph(xin, zeros, scaled=False, record=record)
+            diff = output_margins(logits, yb)
+            grads = torch.autograd.grad(diff.sum(), [xin, *zeros])
+        sq = torch.stack([g.reshape(b, -1).double().pow(2).sum(1) for g in grads], dim=1)
+        rows.append((diff.detach().double()[:, None] / torch.sqrt(HIDDEN_EPS + sq)).cpu())
+        values = [xb, *[record[i] for i in range(len(graph.layers))]]
+        for k, h in enumerate(values):
+            flat = h.detach().reshape(b, -1).double()
+            sums[k] = sums[k] + flat.sum(0)
+            squares[k] = squares[k] + flat.pow(2).sum(0)
+    n = float(x.shape[0])
+    variation = torch.tensor(
+        [
+            float(((sq / n) - (s / n) ** 2).clamp_min(0).sum().sqrt())  # type: ignore[union-attr]
+            for s, sq in zip(sums, squares, strict=True)
+        ],
+        dtype=torch.float64,
+    )
+    return {"margins": torch.cat(rows), "variation": variation, "points": points}
+
+
+def signature(values: torch.Tensor) -> dict[str, float | None]:
+    """Q1, Q2, Q3 and the fences Q3 + 1.5 IQR, Q1 − 1.5 IQR (Jiang et al. 2019, §3.2)."""
+    q = quantiles(values)
+    q1, q2, q3 = q["p25"], q["p50"], q["p75"]
+    if q1 is None or q3 is None:
+        return {"q1": None, "q2": None, "q3": None, "upper_fence": None, "lower_fence": None}
+    iqr = q3 - q1
+    return {
+        "q1": q1,
+        "q2": q2,
+        "q3": q3,
+        "upper_fence": q3 + 1.5 * iqr,
+        "lower_fence": q1 - 1.5 * iqr,
+    }
+
+
+@measure(
+    "margin.hidden",
+    group="margins",
+    direction=HIGHER_IS_BETTER,
+    source="Jiang, Krishnan, Mobahi & Bengio 2019 (ICLR), eqs. (3)-(4), §3.2",
+    cost="moderate",
+    requires=["functional"],
+)
+def margin_hidden(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """First-order hidden-layer margins, normalised by the total variation, per layer.
+
+    Jiang et al. (2019): d̂ = (f_i − f_j) / (sqrt(ε + ‖∇_h(f_i − f_j)‖²) · ν(h)) at the input and
+    at every layer-function output, with the quartile signature (Q1, Q2, Q3, upper and lower
+    fences) per layer. Headline value: the median at the last hidden layer-function output.
+    Misclassified examples keep their negative margins (the released code's choice).
+    """
+    graph = model_graph(ctx)
+    out = hidden_margins(graph, ctx.x_train, ctx.y_train, ctx.options.batch_size)
+    margins, variation = out["margins"], out["variation"]
+    normalized = margins / variation.clamp_min(1e-300)[None, :]
+    layers = []
+    for k, name in enumerate(out["points"]):
+        layers.append(
+            {
+                "point": name,
+                "total_variation": float(variation[k]),
+                "signature": signature(normalized[:, k]),
+                "raw_quantiles": quantiles(margins[:, k]),
+            }
+        )
+    head = len(out["points"]) - 2 if len(out["points"]) > 2 else len(out["points"]) - 1
+    return {
+        "value": layers[head]["signature"]["q2"],
+        "headline_point": out["points"][head],
+        "layers": layers,
+        "values": normalized,
+        "points": out["points"],
+        "sample": {"size": int(margins.shape[0]), "whole_set": True, "split": "train"},
+    }
+
+
+# --- margin.homogeneous --------------------------------------------------------------------
+
+
+def homogeneous_margins(
+    margins: torch.Tensor, params: dict[str, torch.Tensor], degree: int, layer_weights: list[str]
+) -> dict[str, Any]:
+    """Normalised margins of an L-homogeneous network (Lyu & Li 2020, §3; their code's
+    ``q_bar_min`` and ``q_bar2_min``).
+
+    q_n / ‖θ‖^L for every example (sorted ascending: the lexicographic view of Nacson et al.
+    2019), the normalised margin q_min / ‖θ‖^L, and q_min / Π_l ‖θ_l‖ with θ_l the weights of
+    affine layer l. The first is invariant to θ → cθ; the second also to layer-wise rescaling
+    (W_l · c, W_{l+1} / c), which leaves the function unchanged but changes ‖θ‖.
+    """
+    q = margins.double().cpu()
+    log_rho = 0.5 * math.log(sum(float(v.double().pow(2).sum()) for v in params.values()))
+    log_prod = sum(math.log(float(params[w].double().norm())) for w in layer_weights)
+    sorted_values = torch.sort(q).values * math.exp(-degree * log_rho)
+    q_min = float(q.min()) if q.numel() else math.nan
+    return {
+        "value": q_min * math.exp(-degree * log_rho),
+        "layerwise": q_min * math.exp(-log_prod),
+        "sorted": sorted_values,
+        "parameter_norm": math.exp(log_rho),
+        "degree": degree,
+    }
+
+
+@measure(
+    "margin.homogeneous",
+    group="margins",
+    direction=HIGHER_IS_BETTER,
+    source="Lyu & Li 2020 (ICLR), §3 (normalized margin); Nacson et al. 2019 (ICML)",
+    cost="cheap",
+)
+def margin_homogeneous(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Normalised margin q_min / ‖θ‖^L of a positively homogeneous network.
+
+    Lyu & Li (2020), §3: for an L-homogeneous Φ (bias-free ReLU nets, L = number of affine
+    layers), γ̄ = min_n q_n / ‖θ‖₂^L with q_n the output margin; the sorted vector q_n / ‖θ‖^L is
+    the lexicographic view of Nacson et al. (2019). Networks not detected as homogeneous get no
+    value and the reason.
+    """
+    h = homogeneity(ctx.model)
+    if not h.homogeneous or h.degree is None:
+        return {"value": None, "homogeneous": False, "reason": f"not homogeneous: {h.reason}"}
+    margins = output_margins(ctx.train_logits(), ctx.y_train)
+    named = ctx.params()
+    weights = [f"{layer.name}.weight" for layer in affine_layers(ctx.model)]
+    weights = [w for w in weights if w in named]
+    out = homogeneous_margins(margins, named, h.degree, weights)
+    return {
+        "value": out["value"],
+        "homogeneous": True,
+        "degree": h.degree,
+        "reason": h.reason,
+        "parameter_norm": out["parameter_norm"],
+        "normalized_layerwise": out["layerwise"] if len(weights) == h.degree else None,
+        "sorted_values": out["sorted"],
+        "quantiles": quantiles(out["sorted"]),
+        "fraction_negative": float((margins <= 0).double().mean()),
+        "sample": {"size": int(margins.numel()), "whole_set": True, "split": "train"},
+    }
+
+
+# --- margin.robust -------------------------------------------------------------------------
+
+ROBUST_PARAMS = (
+    Param("eps", str, "0.01,0.03,0.1,0.3", "radii at which robust accuracy is reported"),
+    Param("linf_steps", int, 20, "PGD steps per radius for the L∞ radius", 1, 10_000),
+    Param("linf_depth", int, 10, "bisection steps on the L∞ radius", 1, 60),
+    Param("all_layer", bool, True, "also compute the robust all-layer margin (input = layer 0)"),
+    *ALL_LAYER_PARAMS,
+)
+
+
+def _parse_eps(raw: str) -> list[float]:
+    try:
+        eps = [float(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise BadParameter(
+            f"margin.robust.eps must be comma-separated numbers, got {raw!r}"
+        ) from None
+    if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
+        raise BadParameter(f"margin.robust.eps must be non-negative finite numbers, got {raw!r}")
+    return eps
+
+
+def input_l2_margins(graph: LayerGraph, x: torch.Tensor, y: torch.Tensor, **solver: Any) -> Any:
+    """Smallest L2 input perturbation ‖η‖ that flips each example: the solver of
+    :func:`solve_all_layer` with one unscaled perturbation point, the input."""
+
+    def forward(xb: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
+        return graph(xb + deltas[0], None)
+
+    return minimum_norm_flips(forward, x, y, [tuple(x.shape[1:])], ["input"], **solver)
+
+
+def input_linf_margins(
+    graph: LayerGraph,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    upper: torch.Tensor,
+    steps: int = 20,
+    depth: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smallest L∞ radius ε that flips each example: bisection on ε in [0, upper] with PGD
+    (sign steps, Madry et al. 2018) at each radius. ``upper`` must be feasible (the L∞ norm of
+    a flipping perturbation). Returns (radius, confirmed): each radius has a flipping
+    perturbation within it, found and re-checked."""
+    lo = torch.zeros_like(upper)
+    hi = upper.clone()
+    ok = torch.isfinite(upper) & (upper > 0)
+    x, y = x[ok], y[ok]
+    lo_k, hi_k = lo[ok].to(x.device, x.dtype), hi[ok].to(x.device, x.dtype)
+    for _ in range(depth):
+        mid = (lo_k + hi_k) / 2
+        flips = _linf_attack(graph, x, y, mid, steps)
+        hi_k = torch.where(flips, mid, hi_k)
+        lo_k = torch.where(flips, lo_k, mid)
+    hi[ok] = hi_k.double().cpu()
+    return hi, ok
+
+
+def _linf_attack(
+    graph: LayerGraph, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, steps: int
+) -> torch.Tensor:
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    e = eps.reshape(shape)
+    eta = torch.zeros_like(x)
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for s in range(steps):
+        with torch.enable_grad():
+            eta = eta.detach().requires_grad_(True)
+            g = output_margins(graph(x + eta, None), y)
+            (grad,) = torch.autograd.grad(g.sum(), eta)
+        with torch.no_grad():
+            found |= g.detach() <= 0
+            size = 2.5 / steps if s < steps // 2 else 0.5 / steps
+            eta = torch.maximum(torch.minimum(eta - size * e * grad.sign(), e), -e)
+    with torch.no_grad():
+        found |= output_margins(graph(x + eta, None), y) <= 0
+    return found
+
+
+@measure(
+    "margin.robust",
+    group="margins",
+    params=ROBUST_PARAMS,
+    direction=HIGHER_IS_BETTER,
+    source="Wei & Ma 2020 (ICLR), §5 (robust all-layer margin); Madry et al. 2018 (PGD)",
+    cost="expensive",
+    requires=["functional"],
+)
+def margin_robust(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Smallest L2 and L∞ input perturbations that flip each example, and the robust all-layer
+    margin with the input as layer 0.
+
+    L2: the minimum-norm solver of ``margin.all_layer`` on the input alone (unscaled). L∞:
+    bisection on the radius with PGD at each radius (Madry et al. 2018), started from the L∞ norm
+    of the L2 solution. Robust all-layer margin: Wei & Ma (2020), §5, with x ← x + δ_0 ‖x‖ as
+    layer 0. 0 for misclassified examples; the headline value is the median L2 radius.
+    """
+    eps = _parse_eps(params["eps"])
+    solver = {p.name: params[p.name] for p in ALL_LAYER_PARAMS}
+    graph = model_graph(ctx)
+    sample = ctx.margin_sample()
+    l2 = input_l2_margins(graph, sample.x, sample.y, keep_perturbations=True, **solver)
+    ok = l2.correct & l2.confirmed
+    upper = torch.full_like(l2.values, math.inf)
+    if l2.perturbations is not None and bool(ok.any()):
+        upper[ok] = l2.perturbations[ok].abs().amax(1)
+    linf, linf_ok = input_linf_margins(
+        graph, sample.x, sample.y, upper, params["linf_steps"], params["linf_depth"]
+    )
+    linf = torch.where(l2.correct, linf, torch.zeros_like(linf))
+    linf[l2.correct & ~linf_ok] = math.nan
+    out: dict[str, Any] = {
+        "value": quantiles(l2.values)["p50"],
+        "l2": {
+            "values": l2.values,
+            "quantiles": quantiles(l2.values),
+            "unconfirmed": l2.unconfirmed,
+        },
+        "linf": {
+            "values": linf,
+            "quantiles": quantiles(linf),
+            "unconfirmed": int((l2.correct & ~linf_ok).sum()),
+        },
+        "robust_accuracy": [
+            {
+                "eps": e,
+                "l2": float((l2.values > e).double().mean()),
+                "linf": float((linf > e).double().mean()),
+            }
+            for e in eps
+        ],
+        "sample": _sample_block(sample),
+    }
+    if params["all_layer"]:
+        res = solve_all_layer(graph, sample.x, sample.y, input_layer=True, **solver)
+        out["all_layer"] = {
+            "values": res.values,
+            "quantiles": quantiles(res.values),
+            "unconfirmed": res.unconfirmed,
+            "loads": _loads(res.points, res.shares, res.correct & res.confirmed),
+        }
+    return out
