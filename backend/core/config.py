@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     progress_interval_seconds: float = 0.5  # the least time between two progress writes
     inspect_timeout_seconds: float = 180.0  # checkpoint/dataset inspection subprocess
     torch_threads: int = 0  # intra-op threads of a worker child; 0 keeps torch's default
-    max_runs_per_comparison: int = 50
+    max_runs_per_comparison: int = 20  # the compare page shows 2 to 20 runs
     analysis_defaults: dict[str, int | str] = Field(
         default_factory=lambda: dict[str, int | str](
             seed=0, hessian_samples=1000, margin_samples=10_000
