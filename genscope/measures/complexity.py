@@ -21,6 +21,7 @@ from genscope.graph import affine_layers
 from genscope.measures.context import MeasureContext
 from genscope.measures.margins import output_margins
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.stats import finite_or_reason
 from genscope.norms import LayerNorms, layer_norms
 
 MARGIN_Q = Param("margin_quantile", float, 0.1, "quantile of training output margins = γ", 0.0, 1.0)
@@ -65,15 +66,6 @@ def norms_table(norms: list[LayerNorms]) -> list[dict[str, Any]]:
 
 def _log_or_none(x: float) -> float | None:
     return math.log(x) if x > 0 else None
-
-
-def _finish(out: dict[str, Any], value: float | None, what: str) -> dict[str, Any]:
-    if value is None or not math.isfinite(value):
-        out["value"] = None
-        out.setdefault("reason", f"{what} is not finite ({value})")
-    else:
-        out["value"] = value
-    return out
 
 
 def _margin_block(gamma: float, q: float) -> dict[str, Any]:
@@ -123,7 +115,7 @@ def spectral_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
     }
     if any(n.spectral <= 0 for n in norms):
         out["reason"] = "a layer has spectral norm 0"
-        return _finish(out, None, "log product")
+        return finite_or_reason(out, None, "log product")
     log_prod = sum(2 * math.log(n.spectral) for n in norms)
     fro_over_spec = sum(n.frobenius**2 / n.spectral**2 for n in norms)
     out.update(
@@ -139,7 +131,7 @@ def spectral_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
         out["spec_orig_over_margin"] = log_prod - 2 * math.log(gamma) + math.log(fro_over_spec)
     else:
         out["margin_reason"] = f"γ = {gamma:.4g} ≤ 0: the margin variants are undefined"
-    return _finish(out, log_prod, "log product of spectral norms")
+    return finite_or_reason(out, log_prod, "log product of spectral norms")
 
 
 @measure(
@@ -164,7 +156,7 @@ def frobenius_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
     }
     if any(n.frobenius <= 0 for n in norms):
         out["reason"] = "a layer has Frobenius norm 0"
-        return _finish(out, None, "log product")
+        return finite_or_reason(out, None, "log product")
     log_prod = sum(2 * math.log(n.frobenius) for n in norms)
     out.update(
         product=math.exp(log_prod / 2) if log_prod / 2 < 700 else None,
@@ -177,7 +169,7 @@ def frobenius_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
         out["log_sum_of_fro_over_margin"] = math.log(d) + (log_prod - 2 * math.log(gamma)) / d
     else:
         out["margin_reason"] = f"γ = {gamma:.4g} ≤ 0: the margin variants are undefined"
-    return _finish(out, log_prod, "log product of Frobenius norms")
+    return finite_or_reason(out, log_prod, "log product of Frobenius norms")
 
 
 # --- path norm ---------------------------------------------------------------------------------
@@ -251,7 +243,7 @@ def path_norm(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
         "notes": notes,
         "exact": not notes,
     }
-    return _finish(out, value, "the path norm")
+    return finite_or_reason(out, value, "the path norm")
 
 
 # --- distance from initialization --------------------------------------------------------------
@@ -333,7 +325,7 @@ def distance_from_init(ctx: MeasureContext, params: dict[str, Any]) -> dict[str,
         / max(math.sqrt(sum(float((v.double() ** 2).sum()) for v in init.values())), 1e-300),
         "init": params["init"],
     }
-    return _finish(out, sum(item["frobenius_sq"] for item in layers), "the distance")
+    return finite_or_reason(out, sum(item["frobenius_sq"] for item in layers), "the distance")
 
 
 # --- weight spectra (WeightWatcher) -------------------------------------------------------------
@@ -467,4 +459,4 @@ def weight_spectrum(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
     alpha = mean_of("alpha")
     if alpha is None and "reason" not in out:
         out["reason"] = "no layer had enough eigenvalues for a power-law fit"
-    return _finish(out, alpha, "the mean α")
+    return finite_or_reason(out, alpha, "the mean α")

@@ -16,7 +16,8 @@ import torch
 from genscope.errors import BadParameter, UnsupportedModel
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
-from genscope.measures.sharpness import build_objective, finite_or_reason, sample_block
+from genscope.measures.sharpness import build_objective, sample_block
+from genscope.measures.stats import finite_or_reason
 from genscope.perturb import FlatParams, ParamDict
 
 DIRECTION = Param(

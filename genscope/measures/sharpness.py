@@ -16,7 +16,7 @@ import torch
 
 from genscope.measures.context import MeasureContext, Sample
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
-from genscope.measures.stats import quantiles
+from genscope.measures.stats import finite_or_reason, quantiles
 from genscope.perturb import (
     FlatParams,
     LossFn,
@@ -72,16 +72,6 @@ def sample_block(sample: Sample, batch_size: int | None = None) -> dict[str, Any
         block["batch_size"] = batch_size
         block["batches"] = math.ceil(sample.n / batch_size)
     return block
-
-
-def finite_or_reason(out: dict[str, Any], value: float | None, what: str) -> dict[str, Any]:
-    """Put ``value`` in ``out``; a non-finite value becomes None with a reason."""
-    if value is None or not math.isfinite(value):
-        out["value"] = None
-        out.setdefault("reason", f"{what} is not finite ({value})")
-    else:
-        out["value"] = value
-    return out
 
 
 def _worst_case_measure(

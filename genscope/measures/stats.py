@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,4 +35,15 @@ def per_class(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> l
         entry["mean"] = float(sel.mean()) if sel.numel() else None
         entry.update(quantiles(sel))
         out.append(entry)
+    return out
+
+
+def finite_or_reason(out: dict[str, Any], value: float | None, what: str) -> dict[str, Any]:
+    """Put ``value`` in ``out``; a non-finite value becomes None with a reason (measures.md:
+    non-finite values are null on the wire, with a ``reason``)."""
+    if value is None or not math.isfinite(value):
+        out["value"] = None
+        out.setdefault("reason", f"{what} is not finite ({value})")
+    else:
+        out["value"] = value
     return out

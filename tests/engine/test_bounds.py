@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import math
 
-import pytest
 import torch
 
 from genscope import analyze
@@ -19,15 +18,6 @@ from tests.engine.test_sharpness import noisy_digits_models
 from tests.references import assert_close
 
 F64 = AnalysisOptions(dtype="float64")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is faster, and far faster on a loaded shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(case):

@@ -6,7 +6,6 @@ import copy
 import itertools
 import math
 
-import pytest
 import torch
 from torch import nn
 
@@ -20,15 +19,6 @@ from tests.cases import mlp_batchnorm, relu_mlp, small_cnn
 from tests.references import assert_close
 
 F64 = AnalysisOptions(dtype="float64")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is faster, and far faster on a loaded shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(case):

@@ -32,14 +32,6 @@ CURVATURE_IDS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def context(case_id: str, dtype: str = "float64", batch_size: int = 5, **opts) -> MeasureContext:
     case = CASES[case_id]()
     data = from_arrays("tiny", case.x.float().numpy(), case.y.numpy(), num_classes=case.num_classes)

@@ -11,14 +11,6 @@ from tests.cases import CASES
 from tests.references import assert_close, dense_loss_hessian, flat_params
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_symmetric(n: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     a = torch.randn(n, n, generator=gen, dtype=torch.float64)

@@ -17,15 +17,6 @@ from tests.references import assert_close
 F64 = AnalysisOptions(dtype="float64")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is faster, and far faster on a loaded shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(case):
     return from_arrays(case.id, case.x, case.y, case.x, case.y, num_classes=case.num_classes)
 

@@ -464,14 +464,9 @@ def test_memorising_random_labels_lowers_all_layer_and_normalized_margins() -> N
     flip = torch.rand(noisy.shape[0], generator=gen) < 0.5
     noisy[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=gen)
     medians = {}
-    threads = torch.get_num_threads()
     for name, labels in (("clean", y), ("noisy", noisy)):
         torch.manual_seed(0)
-        torch.set_num_threads(1)  # small full-batch steps: one thread is faster on a busy CPU
-        try:
-            model = _train(_digits_mlp(), x, labels, steps=200)
-        finally:
-            torch.set_num_threads(threads)
+        model = _train(_digits_mlp(), x, labels, steps=200)
         report = analyze(
             model,
             from_arrays("digits", x, labels),

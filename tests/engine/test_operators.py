@@ -20,15 +20,6 @@ CASE_IDS = ["mlp", "relu_mlp", "mlp_batchnorm", "small_cnn"]
 PATHS = ["graph", "double_backward", "forward_over_reverse", "forward_over_reverse_vmap"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and steadier on a shared machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hessian_op(case: Case, **kwargs) -> HessianOperator:
     return HessianOperator(
         module_functional(case.model), flat_params(case.model), case.x, case.y, **kwargs

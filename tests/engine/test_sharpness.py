@@ -27,15 +27,6 @@ from tests.references import assert_close
 F64 = AnalysisOptions(dtype="float64")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is faster, and far faster on a loaded shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- a linear model under squared loss: closed forms --------------------------------------------
 
 

@@ -20,14 +20,6 @@ from tests.cases import CASES
 from tests.references import assert_close, dense_loss_hessian, flat_params
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def spiked(n: int = 400, outliers: tuple[float, ...] = (40.0, 25.0, 15.0), seed: int = 0):
     """A bulk of Marchenko-Pastur-like eigenvalues in [0, 4] plus a few large outliers."""
     gen = torch.Generator().manual_seed(seed)

@@ -13,14 +13,6 @@ from tests.cases import CASES
 from tests.references import assert_close, dense_loss_hessian, flat_params
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def hessian_case(case_id: str) -> tuple[HessianOperator, torch.Tensor]:
     case = CASES[case_id]()
     op = HessianOperator(module_functional(case.model), flat_params(case.model), case.x, case.y)
