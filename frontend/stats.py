@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from genscope.study import kendall_tau_a as study_tau_a
+
 
 def finite_array(values: Iterable[Any] | None) -> np.ndarray:
     """The finite numbers of ``values`` as a float64 array (``None``, NaN and ±inf dropped)."""
@@ -28,18 +30,8 @@ def finite_array(values: Iterable[Any] | None) -> np.ndarray:
 
 
 def kendall_tau_a(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's τ-a between two paired samples; a pair tied in either variable counts 0.
-
-    τ_a = (C − D) / (n (n − 1) / 2), with C and D the numbers of concordant and discordant
-    pairs. This is the coefficient used by Jiang et al. 2020 ("Fantastic generalization
-    measures and where to find them", eq. 3) to rank-correlate a measure with the
-    generalization gap; unlike τ-b (scipy's default) the denominator ignores ties.
-
-    Pairs where either value is missing or not finite are left out first.
-
-    Args:
-        x: The first variable (e.g. a measure's value per run).
-        y: The second variable (e.g. the generalization gap per run), same length as ``x``.
+    """Kendall's τ-a (:func:`genscope.study.kendall_tau_a`: ties count 0, Jiang et al. 2020,
+    eq. 3) on the pairs where both values are finite numbers.
 
     Returns:
         τ-a in [−1, 1], or ``None`` when fewer than two complete pairs remain.
@@ -47,9 +39,7 @@ def kendall_tau_a(x: Sequence[float], y: Sequence[float]) -> float | None:
     Raises:
         ValueError: when ``x`` and ``y`` have different lengths.
 
-    >>> kendall_tau_a([1, 2, 3], [10, 20, 30])
-    1.0
-    >>> kendall_tau_a([1, 2, 3], [1, 1, 2])  # one tied pair counts 0: (2 - 0) / 3
+    >>> kendall_tau_a([1, 2, 3, None], [1, 1, 2, 5])  # one tied pair counts 0: (2 - 0) / 3
     0.6666666666666666
     """
     if len(x) != len(y):
@@ -59,15 +49,9 @@ def kendall_tau_a(x: Sequence[float], y: Sequence[float]) -> float | None:
         for a, b in zip(x, y, strict=True)
         if _is_finite_number(a) and _is_finite_number(b)
     ]
-    n = len(pairs)
-    if n < 2:
+    if len(pairs) < 2:
         return None
-    xs = np.array([p[0] for p in pairs])
-    ys = np.array([p[1] for p in pairs])
-    sx = np.sign(xs[:, None] - xs[None, :])
-    sy = np.sign(ys[:, None] - ys[None, :])
-    s = float(np.triu(sx * sy, k=1).sum())
-    return s / (n * (n - 1) / 2)
+    return study_tau_a([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def _is_finite_number(v: Any) -> bool:

@@ -165,3 +165,24 @@ def test_a_failed_measure_does_not_fail_the_run(client: Any) -> None:
     again = _run(client, ckpt.json()["id"], ["complexity.path_norm"])
     assert execute_run(client.settings, again, "task-ts2") == "succeeded"
     assert client.get(f"/api/runs/{again}").json()["results"][0]["cached"] is False
+
+
+def test_comparison_study_ranks_measures_over_finished_runs(client: Any) -> None:
+    from worker.tasks import execute_run
+
+    runs = []
+    for seed in range(4):
+        data = safetensors_bytes(mlp_state(seed=seed))
+        ckpt = upload_checkpoint(client, data, name=f"m{seed}.safetensors").json()["id"]
+        run_id = _run(client, ckpt, ["margin.output", "complexity.params"])
+        assert execute_run(client.settings, run_id, f"task-{seed}") == "succeeded"
+        runs.append(run_id)
+    comparison = client.post("/api/comparisons", json={"run_ids": runs}).json()["id"]
+    answer = client.get(f"/api/comparisons/{comparison}/study")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["schema"] == "genscope.study/1"
+    ranked = {m["id"]: m for m in body["measures"]}
+    assert "margin.output" in ranked and ranked["margin.output"]["runs"] == 4
+    assert -1.0 <= ranked["margin.output"]["tau"] <= 1.0
+    assert client.get("/api/comparisons/nope/study").status_code == 404

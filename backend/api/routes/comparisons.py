@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 
 from backend import crud
-from backend.api.deps import CurrentUser, PageDep, SessionDep, SettingsDep, base_url
+from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, SettingsDep, base_url
 from backend.core.errors import error_responses
 from backend.models import Comparison
 from backend.schemas import ComparisonCreate, ComparisonPublic, ComparisonsPublic, ShareRevoked
+from genscope.study import study
 
 router = APIRouter(prefix="/comparisons", tags=["comparisons"])
 
@@ -109,3 +110,22 @@ def revoke_share(comparison_id: str, session: SessionDep, user: CurrentUser) -> 
     revoked = crud.revoke_share_links(session, comparison=comparison)
     session.commit()
     return {"id": comparison.id, "revoked": revoked}
+
+
+@router.get(
+    "/{comparison_id}/study",
+    response_model=dict[str, Any],
+    responses=error_responses(401, 404),
+)
+def study_comparison(
+    comparison_id: str, session: SessionDep, blobs: BlobsDep, user: CurrentUser
+) -> Any:
+    """Which measure predicts the gap across the comparison's finished runs (schema
+    ``genscope.study/1``): Kendall τ-a per measure with bootstrap intervals (Jiang et al. 2020)."""
+    comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
+    runs = [
+        r for r in crud.comparison_runs(session, comparison=comparison) if r.status == "succeeded"
+    ]
+    reports = [crud.run_report(run=r, blobs=blobs) for r in runs]
+    pairs = [(r.id, rep) for r, rep in zip(runs, reports, strict=True) if rep is not None]
+    return study([rep for _, rep in pairs], names=[run_id for run_id, _ in pairs])
