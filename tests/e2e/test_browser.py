@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,20 +52,16 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
+from genscope.demo import free_port  # noqa: E402
+
 # --------------------------------------------------------------------------- fixtures
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``genscope serve`` on a free port with a fresh data directory; stopped afterwards."""
     data_dir = tmp_path_factory.mktemp("genscope-data")
-    port = _free_port()
+    port = free_port("127.0.0.1")
     env = dict(os.environ, GENSCOPE_DATA_DIR=str(data_dir), GENSCOPE_AUTH="off")
     log = (data_dir / "serve.log").open("w")
     proc = subprocess.Popen(
