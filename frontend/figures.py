@@ -1364,18 +1364,7 @@ def compare_margin_cdfs(runs: Sequence[Mapping[str, Any]]) -> go.Figure | None:
             if not len(values):
                 continue
             xs, fs = ecdf(values, _line_budget(len(runs)))
-            fig.add_trace(
-                go.Scatter(
-                    x=f32(xs),
-                    y=f32(fs),
-                    mode="lines",
-                    name=esc(run_label(run, i)),
-                    legendgroup=f"run{i}",
-                    line={"shape": "hv", "color": run_color(i), "width": 2},
-                    visible=k == 0,
-                    hovertemplate="%{x:.4g}: F = %{y:.3f}<extra>%{fullData.name}</extra>",
-                )
-            )
+            fig.add_trace(_run_steps(run, i, xs, fs, "hv", k == 0, "%{x:.4g}: F = %{y:.3f}"))
             c += 1
         counts.append(c)
     _add_kind_menu(fig, kinds, counts, axis="xaxis.title.text")
@@ -1384,6 +1373,22 @@ def compare_margin_cdfs(runs: Sequence[Mapping[str, Any]]) -> go.Figure | None:
     menus = [*list(fig.layout.updatemenus or []), _axis_menu(["xaxis"], x=1.0)]
     fig.update_layout(updatemenus=menus, margin={"t": MENU_TOP})
     return fig
+
+
+def _run_steps(
+    run: Mapping[str, Any], index: int, x: Any, y: Any, shape: str, visible: bool, hover: str
+) -> go.Scatter:
+    """One run's step line in its own colour and legend group (compare pages)."""
+    return go.Scatter(
+        x=f32(x),
+        y=f32(y),
+        mode="lines",
+        name=esc(run_label(run, index)),
+        legendgroup=f"run{index}",
+        line={"shape": shape, "color": run_color(index), "width": 2},
+        visible=visible,
+        hovertemplate=hover + "<extra>%{fullData.name}</extra>",
+    )
 
 
 def _add_kind_menu(
@@ -1422,18 +1427,7 @@ def compare_margin_densities(runs: Sequence[Mapping[str, Any]]) -> go.Figure | N
             if not len(values):
                 continue
             centers, density, _ = histogram_density(values, edges=edges)
-            fig.add_trace(
-                go.Scatter(
-                    x=f32(centers),
-                    y=f32(density),
-                    mode="lines",
-                    name=esc(run_label(run, i)),
-                    legendgroup=f"run{i}",
-                    line={"shape": "hvh", "color": run_color(i), "width": 2},
-                    visible=k == 0,
-                    hovertemplate="%{x:.4g}: %{y:.3g}<extra>%{fullData.name}</extra>",
-                )
-            )
+            fig.add_trace(_run_steps(run, i, centers, density, "hvh", k == 0, "%{x:.4g}: %{y:.3g}"))
             c += 1
         counts.append(c)
     _add_kind_menu(fig, kinds, counts, axis="xaxis.title.text")

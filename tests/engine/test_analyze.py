@@ -97,11 +97,14 @@ def test_cifar_shaped_npz(tmp_path: Path) -> None:
     net = build_model("resnet", {"depth": 20}).eval()
     report = genscope.analyze(net, data, ["margin.output"])
     _check_report(report, net, data)
+    assert report.data["input_shape"] == [3, 32, 32] and report.data["n_test"] == 8
 
 
 def test_torchscript_forward_measures(tmp_path: Path, digits, mlp) -> None:
     report = genscope.analyze(script_pt(mlp, tmp_path / "s.pt"), digits, ["margin.output"])
     _check_report(report, mlp, digits)
+    assert report.model["format"] == "torchscript"
+    assert [layer["shape"] for layer in report.model["layers"]] == [[32, 64], [10, 32]]
 
 
 def test_float64_and_determinism(digits, mlp) -> None:
