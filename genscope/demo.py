@@ -71,6 +71,10 @@ def train_family(folder: Path, n_models: int) -> list[dict[str, Any]]:
     return out
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def free_port(host: str) -> int:
     """A TCP port that is free on ``host`` now (the OS picks it)."""
     import socket
@@ -109,6 +113,8 @@ def run_demo(
             env=dict(os.environ),
             start_new_session=exit_when_done,
         )
+        # SIGTERM (a service manager, `kill`) stops the server too, as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with httpx.Client(base_url=base, timeout=60) as client:
                 deadline = time.monotonic() + 90
@@ -186,6 +192,7 @@ def run_demo(
         except KeyboardInterrupt:
             return 0
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if server.poll() is None:
                 server.send_signal(signal.SIGINT if not exit_when_done else signal.SIGTERM)
                 try:
