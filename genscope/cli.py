@@ -496,33 +496,62 @@ def demo(
     raise typer.Exit(status)
 
 
-def _study_labels(path: Path, reports: list[Path]) -> list[dict[str, Any]]:
-    """Labels as a list in report order, or an object keyed by report path, name or stem."""
+def _study_labels(path: Path, keys: list[tuple[str, ...]]) -> list[dict[str, Any]]:
+    """Labels as a list in report order, or an object keyed by one of each report's ``keys``
+    (a report file's path, name or stem; a run's id)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise BadParameter(f"--labels {path}: not a readable JSON file ({exc})") from None
     if isinstance(raw, list):
-        if len(raw) != len(reports) or not all(isinstance(v, dict) for v in raw):
+        if len(raw) != len(keys) or not all(isinstance(v, dict) for v in raw):
             raise BadParameter(
                 f"--labels holds a list of {len(raw)} entries; give one object per report "
-                f"({len(reports)}), in order"
+                f"({len(keys)}), in order"
             )
         return raw
     if not isinstance(raw, dict):
         raise BadParameter("--labels must be a JSON list or object")
     out = []
-    for rp in reports:
-        found = next((raw[k] for k in (str(rp), rp.name, rp.stem) if k in raw), None)
+    for candidates in keys:
+        found = next((raw[k] for k in candidates if k in raw), None)
         if not isinstance(found, dict):
-            raise BadParameter(f"--labels has no object for {rp} (keys: path, file name or stem)")
+            raise BadParameter(
+                f"--labels has no object for {candidates[0]} (keys: {', '.join(candidates)})"
+            )
         out.append(found)
     return out
 
 
+def fetch_run_reports(client: Any, run_ids: list[str]) -> list[dict[str, Any]]:
+    """The reports of finished runs from the service (``GET /api/runs/{id}``) through an
+    ``httpx.Client`` whose base URL is the service's."""
+    reports = []
+    for run_id in run_ids:
+        answer = client.get(f"/api/runs/{run_id}")
+        if answer.status_code != 200:
+            raise BadParameter(f"run {run_id}: the service answered {answer.status_code}")
+        body = answer.json()
+        if body.get("status") != "succeeded" or not body.get("report"):
+            raise BadParameter(f"run {run_id} has no report (status {body.get('status')})")
+        reports.append(body["report"])
+    return reports
+
+
 @app.command()
 def study(
-    reports: Annotated[list[Path], typer.Argument(help="report JSON files, one per run")],
+    reports: Annotated[
+        list[Path] | None, typer.Argument(help="report JSON files, one per run")
+    ] = None,
+    runs: Annotated[
+        list[str] | None, typer.Option("--runs", help="run ids on the service (repeatable)")
+    ] = None,
+    url: Annotated[str, typer.Option(envvar="GENSCOPE_URL", help="the service's URL")] = (
+        "http://127.0.0.1:8000"
+    ),
+    token: Annotated[
+        str | None, typer.Option(envvar="GENSCOPE_TOKEN", help="bearer token (auth on)")
+    ] = None,
     labels: Annotated[
         Path | None, typer.Option(help="hyper-parameter labels: a JSON list or object")
     ] = None,
@@ -534,17 +563,29 @@ def study(
     from genscope.study import study as run_study
 
     with _user_errors():
+        paths, run_ids = list(reports or []), list(runs or [])
+        if bool(paths) == bool(run_ids):
+            raise BadParameter("give report files or --runs ID ..., one of the two")
         docs = []
-        for rp in reports:
+        for rp in paths:
             try:
                 docs.append(json.loads(rp.read_text(encoding="utf-8")))
             except (OSError, json.JSONDecodeError) as exc:
                 raise BadParameter(f"{rp}: not a readable report ({exc})") from None
-        label_list = _study_labels(labels, reports) if labels is not None else None
+        if run_ids:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+                    docs = fetch_run_reports(client, run_ids)
+            except httpx.HTTPError as exc:
+                raise BadParameter(f"cannot reach the service at {url} ({exc})") from None
+        names = [rp.stem for rp in paths] or run_ids
+        keys = [(str(rp), rp.name, rp.stem) for rp in paths] or [(r,) for r in run_ids]
+        label_list = _study_labels(labels, keys) if labels is not None else None
         try:
-            result = run_study(
-                docs, label_list, names=[rp.stem for rp in reports], n_boot=n_boot, seed=seed
-            )
+            result = run_study(docs, label_list, names=names, n_boot=n_boot, seed=seed)
         except ValueError as exc:
             raise BadParameter(str(exc)) from None
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -579,7 +620,7 @@ def study(
             out_console.print(
                 "skipped: " + ", ".join(f"{s['id']} ({s['runs']} runs)" for s in result["skipped"])
             )
-        out_console.print(f"study of {len(reports)} reports written to [bold]{out}[/]")
+        out_console.print(f"study of {len(docs)} reports written to [bold]{out}[/]")
 
 
 def main() -> None:

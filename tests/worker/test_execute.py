@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from backend.core.db import session_scope, utcnow
@@ -186,3 +187,22 @@ def test_comparison_study_ranks_measures_over_finished_runs(client: Any) -> None
     assert "margin.output" in ranked and ranked["margin.output"]["runs"] == 4
     assert -1.0 <= ranked["margin.output"]["tau"] <= 1.0
     assert client.get("/api/comparisons/nope/study").status_code == 404
+
+    # `genscope study --runs ID ...` reads the same reports through the HTTP API
+    from genscope.cli import fetch_run_reports
+    from genscope.errors import BadParameter
+    from genscope.study import study
+
+    reports = fetch_run_reports(client, runs)
+    assert [r["model"]["sha256"] for r in reports] == [
+        client.get(f"/api/runs/{r}").json()["report"]["model"]["sha256"] for r in runs
+    ]
+    assert study(reports, names=runs)["measures"] == body["measures"]
+    queued = _run(
+        client,
+        upload_checkpoint(
+            client, safetensors_bytes(mlp_state(seed=9)), name="q.safetensors"
+        ).json()["id"],
+    )
+    with pytest.raises(BadParameter, match="has no report"):
+        fetch_run_reports(client, [queued])
