@@ -27,7 +27,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.blobs import BlobStore
@@ -424,12 +424,25 @@ def comparison_runs(session: Session, *, comparison: Comparison) -> list[Run]:
     return [rows[i] for i in ids if i in rows]
 
 
-def create_share_link(session: Session, *, comparison: Comparison) -> str:
-    """A new read-only link token (256 random bits); only its sha256 is stored."""
+def create_share_link(
+    session: Session, *, comparison: Comparison, expires_at: datetime | None = None
+) -> str:
+    """A new read-only link token (256 random bits); only its sha256 is stored. The link stops
+    working at ``expires_at`` (naive UTC) when given, or when revoked."""
     token = new_token()
-    session.add(ShareLink(comparison_id=comparison.id, token_hash=hash_token(token)))
+    session.add(
+        ShareLink(comparison_id=comparison.id, token_hash=hash_token(token), expires_at=expires_at)
+    )
     session.flush()
     return token
+
+
+def _share_link_active() -> Any:
+    """Neither revoked nor expired, now."""
+    return and_(
+        ShareLink.revoked_at.is_(None),
+        or_(ShareLink.expires_at.is_(None), ShareLink.expires_at > utcnow()),
+    )
 
 
 def revoke_share_links(session: Session, *, comparison: Comparison) -> int:
@@ -447,20 +460,18 @@ def active_share_count(session: Session, *, comparison: Comparison) -> int:
         session.scalar(
             select(func.count())
             .select_from(ShareLink)
-            .where(ShareLink.comparison_id == comparison.id, ShareLink.revoked_at.is_(None))
+            .where(ShareLink.comparison_id == comparison.id, _share_link_active())
         )
         or 0
     )
 
 
 def get_comparison_by_share_token(session: Session, *, token: str) -> Comparison | None:
-    """The comparison an active share token opens; None when unknown or revoked."""
+    """The comparison an active share token opens; None when unknown, revoked or expired."""
     if not token or len(token) > 200:
         return None
     link = session.scalar(
-        select(ShareLink).where(
-            ShareLink.token_hash == hash_token(token), ShareLink.revoked_at.is_(None)
-        )
+        select(ShareLink).where(ShareLink.token_hash == hash_token(token), _share_link_active())
     )
     return None if link is None else session.get(Comparison, link.comparison_id)
 

@@ -170,6 +170,19 @@ class ComparisonCreate(BaseModel):
 
     run_ids: list[str] = Field(min_length=1)
     title: str | None = Field(default=None, max_length=255)
+    share_expires_in_hours: float | None = Field(
+        default=None, gt=0, le=24 * 366, description="the share link expires after this long"
+    )
+
+
+class ShareCreate(BaseModel):
+    """``POST /api/comparisons/{id}/share``: a new link, optionally expiring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in_hours: float | None = Field(
+        default=None, gt=0, le=24 * 366, description="the link expires after this long"
+    )
 
 
 class ComparisonPublic(BaseModel):
@@ -182,6 +195,9 @@ class ComparisonPublic(BaseModel):
         default=None, description="only in the answer that created the link (tokens are hashed)"
     )
     url: str | None = Field(default=None, description="the owner's comparison page")
+    share_expires_at: UTCDateTime | None = Field(
+        default=None, description="when the link created by this answer expires, if it does"
+    )
 
 
 class ComparisonsPublic(BaseModel):

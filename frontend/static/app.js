@@ -1155,7 +1155,9 @@
           return;
         }
         shareBtn.disabled = true;
-        api("/api/comparisons/" + encodeURIComponent(cid) + "/share", { method: "POST" })
+        var hours = $("#share-expiry") ? $("#share-expiry").value : "";
+        var body = hours ? { expires_in_hours: Number(hours) } : {};
+        api("/api/comparisons/" + encodeURIComponent(cid) + "/share", { method: "POST", body: body })
           .then(function (c) {
             known = c.share_url;
             try {

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, status
 
 from backend import crud
 from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, SettingsDep, base_url
+from backend.core.db import utcnow
 from backend.core.errors import error_responses
 from backend.models import Comparison
-from backend.schemas import ComparisonCreate, ComparisonPublic, ComparisonsPublic, ShareRevoked
+from backend.schemas import (
+    ComparisonCreate,
+    ComparisonPublic,
+    ComparisonsPublic,
+    ShareCreate,
+    ShareRevoked,
+)
 from genscope.study import study
 
 router = APIRouter(prefix="/comparisons", tags=["comparisons"])
 
 
+def _expiry(hours: float | None) -> datetime | None:
+    return None if hours is None else utcnow() + timedelta(hours=hours)
+
+
 def _public(
-    session: Any, comparison: Comparison, base: str, share_token: str | None = None
+    session: Any,
+    comparison: Comparison,
+    base: str,
+    share_token: str | None = None,
+    share_expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "id": comparison.id,
@@ -27,6 +43,7 @@ def _public(
         "shared": crud.active_share_count(session, comparison=comparison) > 0,
         "share_url": f"{base}/share/{share_token}" if share_token else None,
         "url": f"{base}/compare/{comparison.id}",
+        "share_expires_at": share_expires_at,
     }
 
 
@@ -51,9 +68,10 @@ def create_comparison(
         title=body.title,
         max_runs=settings.max_runs_per_comparison,
     )
-    token = crud.create_share_link(session, comparison=comparison)
+    expires_at = _expiry(body.share_expires_in_hours)
+    token = crud.create_share_link(session, comparison=comparison, expires_at=expires_at)
     session.commit()
-    return _public(session, comparison, base_url(request, settings), token)
+    return _public(session, comparison, base_url(request, settings), token, expires_at)
 
 
 @router.get("", response_model=ComparisonsPublic, responses=error_responses(401, 422))
@@ -85,7 +103,7 @@ def read_comparison(
     "/{comparison_id}/share",
     status_code=status.HTTP_201_CREATED,
     response_model=ComparisonPublic,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 422),
 )
 def create_share(
     comparison_id: str,
@@ -93,12 +111,15 @@ def create_share(
     session: SessionDep,
     settings: SettingsDep,
     user: CurrentUser,
+    body: ShareCreate | None = None,
 ) -> Any:
-    """A new share link for the comparison (earlier links keep working until revoked)."""
+    """A new share link for the comparison, optionally expiring (earlier links keep working
+    until revoked or expired)."""
     comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
-    token = crud.create_share_link(session, comparison=comparison)
+    expires_at = _expiry(body.expires_in_hours if body else None)
+    token = crud.create_share_link(session, comparison=comparison, expires_at=expires_at)
     session.commit()
-    return _public(session, comparison, base_url(request, settings), token)
+    return _public(session, comparison, base_url(request, settings), token, expires_at)
 
 
 @router.delete(
