@@ -222,3 +222,21 @@ def validate_measures(
                 raise ServiceError(exc.code, exc.message, exc.detail) from None
         coerced[measure_id] = out
     return chosen, coerced
+
+
+def checkpoint_params(
+    catalogue: list[dict[str, Any]], params: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, str, str]]:
+    """The ``(measure id, parameter, value)`` of the given parameters that name a checkpoint
+    (``"checkpoint": true`` in the catalogue): the service takes checkpoint ids there, never
+    paths."""
+    by_id = {m["id"]: m for m in catalogue}
+    found = []
+    for measure_id, values in params.items():
+        marked = {p["name"] for p in by_id[measure_id].get("params", []) if p.get("checkpoint")}
+        found.extend(
+            (measure_id, name, str(value))
+            for name, value in values.items()
+            if name in marked and value is not None
+        )
+    return found

@@ -1694,6 +1694,8 @@ def compare_payload(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "status": r.get("status"),
                 "model": _model_name(r.get("report")),
                 "dataset": _dataset_name(r.get("report")),
+                "checkpoint_id": r.get("checkpoint_id"),
+                "dataset_spec": r.get("dataset"),
             }
             for i, r in enumerate(runs)
         ],

@@ -159,6 +159,11 @@ def execute_run(settings: Settings, run_id: str, task_id: str) -> str:
         else:
             data_spec, data_key, data_name = run.dataset, f"builtin:{run.dataset}", run.dataset
         names, overrides, options = list(run.measures), dict(run.params), dict(run.options)
+        try:
+            overrides = _checkpoint_paths(session, blobs, overrides)
+        except LookupError as exc:
+            fail_run(settings, run_id, task_id, "bad_parameter", str(exc))
+            return "failed"
 
     progress = RunProgress(
         url,
@@ -189,6 +194,32 @@ def execute_run(settings: Settings, run_id: str, task_id: str) -> str:
         return "failed"
     head, results = outcome
     return _finish(settings, run_id, task_id, head, results)
+
+
+def _checkpoint_paths(
+    session: Any, blobs: BlobStore, overrides: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Replace checkpoint ids in checkpoint-valued parameters (``Param.checkpoint``, e.g.
+    ``landscape.interpolate.other``) by the path of that checkpoint's blob.
+
+    Raises:
+        LookupError: the checkpoint no longer exists.
+    """
+    from genscope.measures.registry import get_measure
+
+    out = {}
+    for measure_id, values in overrides.items():
+        measure = get_measure(measure_id)
+        resolved = dict(values)
+        for name, value in values.items():
+            if value is None or not measure.param(name).checkpoint:
+                continue
+            row = session.get(Checkpoint, value)
+            if row is None:
+                raise LookupError(f"{measure_id}.{name}: checkpoint {value} no longer exists")
+            resolved[name] = str(blobs.path(row.sha256))
+        out[measure_id] = resolved
+    return out
 
 
 def _compute(

@@ -1072,7 +1072,46 @@
         scalarTable(data, baseline);
       };
       corrTable(data);
-      if (!readonly) shareControls(data);
+      if (!readonly) {
+        shareControls(data);
+        interpolationControls(runs);
+      }
+    }
+
+    /** "Loss between two runs": a landscape.interpolate run from one checkpoint to another. */
+    function interpolationControls(runs) {
+      var card = $("#interp-card");
+      var usable = runs.filter(function (r) { return r.checkpoint_id; });
+      if (!card || usable.length < 2) return;
+      card.hidden = false;
+      var a = $("#interp-a"), b = $("#interp-b");
+      if (!a.options.length) {
+        usable.forEach(function (r, i) {
+          a.appendChild(el("option", { value: String(i) }, r.name));
+          b.appendChild(el("option", { value: String(i) }, r.name));
+        });
+        b.value = "1";
+      }
+      $("#interp-btn").onclick = function () {
+        var from = usable[Number(a.value)], to = usable[Number(b.value)];
+        var status = $("#interp-status");
+        if (from === to) {
+          status.textContent = "choose two different runs";
+          return;
+        }
+        var body = {
+          checkpoint_id: from.checkpoint_id,
+          dataset: from.dataset_spec || "digits",
+          measures: ["landscape.interpolate"],
+          params: { "landscape.interpolate": { other: to.checkpoint_id } }
+        };
+        status.textContent = "submitting ...";
+        api("/api/runs", { method: "POST", body: body })
+          .then(function (run) {
+            clear(status).appendChild(el("a", { href: "/runs/" + encodeURIComponent(run.id) }, "interpolation run " + run.id.slice(0, 8) + " (" + run.status + ")"));
+          })
+          .catch(function (err) { showError(status, err); });
+      };
     }
 
     function scalarTable(data, base) {

@@ -280,7 +280,9 @@ def load_init(ctx: MeasureContext, path: str, measure_id: str) -> dict[str, torc
     return theirs
 
 
-INIT = Param("init", str, None, "path of the checkpoint at initialization", optional=True)
+INIT = Param(
+    "init", str, None, "path of the checkpoint at initialization", optional=True, checkpoint=True
+)
 
 
 @measure(

@@ -226,7 +226,12 @@ def _load_other(ctx: MeasureContext, path: str) -> tuple[ParamDict, dict[str, to
     group="sharpness",
     params=[
         Param(
-            "other", str, None, "path of the second checkpoint (same architecture)", optional=True
+            "other",
+            str,
+            None,
+            "path of the second checkpoint (same architecture)",
+            optional=True,
+            checkpoint=True,
         ),
         Param("points", int, 21, "points on the segment, ends included", 2, 1001),
         Param("split", str, "train", "data the loss is evaluated on", choices=("train", "test")),

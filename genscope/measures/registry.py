@@ -39,6 +39,7 @@ class Param:
     max: float | None = None
     choices: tuple[Any, ...] | None = None
     optional: bool = False  # None is allowed (the measure then derives the value)
+    checkpoint: bool = False  # a checkpoint path; the service takes a checkpoint id here
 
     def coerce(self, raw: Any, measure_id: str = "") -> Any:
         """Parse ``raw`` (a CLI string or a JSON value) and check type and range."""
@@ -105,6 +106,8 @@ class Param:
         for key in ("min", "max", "choices"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.checkpoint:
+            out["checkpoint"] = True
         return out
 
 

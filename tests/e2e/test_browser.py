@@ -507,6 +507,16 @@ def test_compare_overlays_runs_with_one_colour_each(
     # three runs: each measure against the gap, with Kendall τ-a
     if figure_state(browser, "fig-gap_scatter"):
         assert browser.find_element(By.ID, "corr-card").is_displayed()
+    # loss between two runs, on request: a new landscape.interpolate run
+    assert browser.find_element(By.ID, "interp-card").is_displayed()
+    browser.find_element(By.ID, "interp-btn").click()
+    link = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#interp-status a"),
+        30,
+        "the interpolation run",
+    )
+    assert "interpolation run" in link[0].text
+    assert "/runs/" in (link[0].get_attribute("href") or "")
     screenshot(browser, "05-compare")
     assert console_errors(browser) == []
 
@@ -514,6 +524,7 @@ def test_compare_overlays_runs_with_one_colour_each(
 def test_share_link_read_only_then_revoked(
     server: str, browser: Any, fresh_browser: Any, state: dict[str, Any]
 ) -> None:
+    js(browser, "window.scrollTo(0, 0)")  # the share controls sit under the sticky header
     browser.find_element(By.ID, "share-btn").click()
     url = wait_for(
         lambda: browser.find_element(By.ID, "share-url").get_attribute("value"), 30, "a share URL"

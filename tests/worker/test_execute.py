@@ -206,3 +206,44 @@ def test_comparison_study_ranks_measures_over_finished_runs(client: Any) -> None
     )
     with pytest.raises(BadParameter, match="has no report"):
         fetch_run_reports(client, [queued])
+
+
+def test_interpolation_between_two_checkpoints_takes_checkpoint_ids(client: Any) -> None:
+    from worker.tasks import execute_run
+
+    first, second = (
+        upload_checkpoint(
+            client, safetensors_bytes(mlp_state(seed=s)), name=f"i{s}.safetensors"
+        ).json()["id"]
+        for s in (11, 12)
+    )
+    answer = client.post(
+        "/api/runs",
+        json={
+            "checkpoint_id": first,
+            "dataset": "moons",
+            "measures": ["landscape.interpolate"],
+            "params": {"landscape.interpolate": {"other": second, "points": 5}},
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    run_id = answer.json()["id"]
+    assert execute_run(client.settings, run_id, "task-i") == "succeeded"
+    result = client.get(f"/api/runs/{run_id}").json()["report"]["measures"]
+    interp = result["landscape.interpolate"]
+    assert interp["status"] == "ok" and interp["value"] is not None
+    assert interp["other"].endswith(
+        client.get(f"/api/checkpoints/{second}").json()["sha256"]
+    )  # the worker read the other checkpoint's blob
+    for bad in ("/etc/passwd", "nope"):
+        refused = client.post(
+            "/api/runs",
+            json={
+                "checkpoint_id": first,
+                "dataset": "moons",
+                "measures": ["landscape.interpolate"],
+                "params": {"landscape.interpolate": {"other": bad}},
+            },
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "bad_parameter"

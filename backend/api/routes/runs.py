@@ -19,7 +19,12 @@ from backend.api.deps import (
     SettingsDep,
 )
 from backend.core.errors import ServiceError, error_responses
-from backend.inspection import BUILTIN_DATASETS, TORCHVISION_DATASETS, validate_measures
+from backend.inspection import (
+    BUILTIN_DATASETS,
+    TORCHVISION_DATASETS,
+    checkpoint_params,
+    validate_measures,
+)
 from backend.schemas import RunCreate, RunPublic, RunsPublic, RunStatus
 
 log = logging.getLogger("genscope.api")
@@ -60,6 +65,15 @@ def create_run(
                 {"dataset": body.dataset},
             ) from None
     measures, params = validate_measures(catalogue, body.measures, body.params)
+    for measure_id, name, value in checkpoint_params(catalogue, params):
+        try:  # another of the caller's checkpoints (e.g. the other end of an interpolation)
+            crud.get_checkpoint(session, checkpoint_id=value, user=user)
+        except ServiceError:
+            raise ServiceError(
+                "bad_parameter",
+                f"{measure_id}.{name} must be the id of one of your checkpoints, got {value!r}",
+                {"param": f"{measure_id}.{name}"},
+            ) from None
     options = dict(settings.analysis_defaults)
     if body.options is not None:
         options.update(body.options.model_dump(exclude_none=True))
