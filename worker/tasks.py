@@ -29,6 +29,7 @@ import os
 import socket
 import traceback
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from celery import shared_task
@@ -222,6 +223,19 @@ def _checkpoint_paths(
     return out
 
 
+def _hide_blob_paths(measure: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint parameter's blob path becomes ``sha256:<hash>`` in the stored result, so
+    that reports (and share pages) never show where the server keeps its files."""
+    params = dict(data.get("params") or {})
+    for p in measure.params:
+        path = params.get(p.name)
+        if p.checkpoint and isinstance(path, str):
+            params[p.name] = f"sha256:{Path(path).name}"
+            if data.get(p.name) == path:
+                data = {**data, p.name: params[p.name]}
+    return {**data, "params": params}
+
+
 def _compute(
     settings: Settings,
     blobs: BlobStore,
@@ -313,7 +327,7 @@ def _compute(
     results = []
     for position, m in enumerate(selected):
         if m.id in fresh:
-            data = fresh[m.id]
+            data = _hide_blob_paths(m, fresh[m.id])
             results.append(
                 {
                     "position": position,

@@ -232,9 +232,9 @@ def test_interpolation_between_two_checkpoints_takes_checkpoint_ids(client: Any)
     result = client.get(f"/api/runs/{run_id}").json()["report"]["measures"]
     interp = result["landscape.interpolate"]
     assert interp["status"] == "ok" and interp["value"] is not None
-    assert interp["other"].endswith(
-        client.get(f"/api/checkpoints/{second}").json()["sha256"]
-    )  # the worker read the other checkpoint's blob
+    other_sha = client.get(f"/api/checkpoints/{second}").json()["sha256"]
+    # the worker read the other checkpoint's blob, and the report names it by content, not path
+    assert interp["other"] == interp["params"]["other"] == f"sha256:{other_sha}"
     for bad in ("/etc/passwd", "nope"):
         refused = client.post(
             "/api/runs",
