@@ -169,26 +169,40 @@ def create_checkpoint(
     return row
 
 
-def get_checkpoint(session: Session, *, checkpoint_id: str, user: User) -> Checkpoint:
-    row = session.get(Checkpoint, checkpoint_id)
+def _owned(session: Session, model: Any, row_id: str, user: User, what: str) -> Any:
+    """The row of ``model`` with this id if ``user`` owns it; 404 otherwise (another user's
+    ids look exactly like unknown ones)."""
+    row = session.get(model, row_id)
     if row is None or row.user_id != user.id:
-        raise NotFound("checkpoint", checkpoint_id)
+        raise NotFound(what, row_id)
     return row
+
+
+def _page(
+    session: Session,
+    model: Any,
+    conditions: list[Any],
+    order: tuple[Any, ...],
+    offset: int,
+    limit: int,
+) -> tuple[list[Any], int]:
+    """One page of the rows matching ``conditions`` in ``order``, and the total count."""
+    count = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
+    rows = session.scalars(
+        select(model).where(*conditions).order_by(*order).offset(offset).limit(limit)
+    )
+    return list(rows), int(count)
+
+
+def get_checkpoint(session: Session, *, checkpoint_id: str, user: User) -> Checkpoint:
+    return _owned(session, Checkpoint, checkpoint_id, user, "checkpoint")
 
 
 def list_checkpoints(
     session: Session, *, user: User, offset: int = 0, limit: int = 50
 ) -> tuple[list[Checkpoint], int]:
-    where = Checkpoint.user_id == user.id
-    count = session.scalar(select(func.count()).select_from(Checkpoint).where(where)) or 0
-    rows = session.scalars(
-        select(Checkpoint)
-        .where(where)
-        .order_by(Checkpoint.created_at.desc(), Checkpoint.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), int(count)
+    order = (Checkpoint.created_at.desc(), Checkpoint.id)
+    return _page(session, Checkpoint, [Checkpoint.user_id == user.id], order, offset, limit)
 
 
 def find_dataset(session: Session, *, sha256: str, user: User | None = None) -> DatasetFile | None:
@@ -225,10 +239,7 @@ def create_dataset(
 
 
 def get_dataset(session: Session, *, dataset_id: str, user: User) -> DatasetFile:
-    row = session.get(DatasetFile, dataset_id)
-    if row is None or row.user_id != user.id:
-        raise NotFound("dataset", dataset_id)
-    return row
+    return _owned(session, DatasetFile, dataset_id, user, "dataset")
 
 
 def list_datasets(session: Session, *, user: User) -> list[DatasetFile]:
@@ -280,10 +291,7 @@ def mark_enqueued(session: Session, *, run_id: str, when: datetime | None = None
 
 
 def get_run(session: Session, *, run_id: str, user: User) -> Run:
-    run = session.get(Run, run_id)
-    if run is None or run.user_id != user.id:
-        raise NotFound("run", run_id)
-    return run
+    return _owned(session, Run, run_id, user, "run")
 
 
 def list_runs(
@@ -298,15 +306,7 @@ def list_runs(
     conditions = [Run.user_id == user.id]
     if status:
         conditions.append(Run.status == status)
-    count = session.scalar(select(func.count()).select_from(Run).where(*conditions)) or 0
-    rows = session.scalars(
-        select(Run)
-        .where(*conditions)
-        .order_by(Run.created_at.desc(), Run.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), int(count)
+    return _page(session, Run, conditions, (Run.created_at.desc(), Run.id.desc()), offset, limit)
 
 
 def run_report(*, run: Run, blobs: BlobStore) -> dict[str, Any] | None:
@@ -396,25 +396,14 @@ def create_comparison(
 
 
 def get_comparison(session: Session, *, comparison_id: str, user: User) -> Comparison:
-    row = session.get(Comparison, comparison_id)
-    if row is None or row.user_id != user.id:
-        raise NotFound("comparison", comparison_id)
-    return row
+    return _owned(session, Comparison, comparison_id, user, "comparison")
 
 
 def list_comparisons(
     session: Session, *, user: User, offset: int = 0, limit: int = 50
 ) -> tuple[list[Comparison], int]:
-    where = Comparison.user_id == user.id
-    count = session.scalar(select(func.count()).select_from(Comparison).where(where)) or 0
-    rows = session.scalars(
-        select(Comparison)
-        .where(where)
-        .order_by(Comparison.created_at.desc(), Comparison.id)
-        .offset(offset)
-        .limit(limit)
-    )
-    return list(rows), int(count)
+    order = (Comparison.created_at.desc(), Comparison.id)
+    return _page(session, Comparison, [Comparison.user_id == user.id], order, offset, limit)
 
 
 def comparison_runs(session: Session, *, comparison: Comparison) -> list[Run]:

@@ -1347,13 +1347,21 @@ def run_label(run: Mapping[str, Any], index: int) -> str:
     return f"run {index + 1}"
 
 
-def compare_margin_cdfs(runs: Sequence[Mapping[str, Any]]) -> go.Figure | None:
-    """Overlaid margin CDFs, one colour per run; a menu switches the margin kind."""
+def _margin_kinds(
+    runs: Sequence[Mapping[str, Any]],
+) -> list[tuple[str, list[np.ndarray]]]:
+    """(label, per-run margin values) for each margin kind that some run has."""
     kinds = []
     for mid, label in MARGIN_KINDS:
         series = [margin_values(r.get("report"), mid) for r in runs]
         if any(len(s) for s in series):
             kinds.append((label, series))
+    return kinds
+
+
+def compare_margin_cdfs(runs: Sequence[Mapping[str, Any]]) -> go.Figure | None:
+    """Overlaid margin CDFs, one colour per run; a menu switches the margin kind."""
+    kinds = _margin_kinds(runs)
     if not kinds:
         return None
     fig = go.Figure()
@@ -1411,11 +1419,7 @@ def _add_kind_menu(
 def compare_margin_densities(runs: Sequence[Mapping[str, Any]]) -> go.Figure | None:
     """Overlaid margin densities (histograms on shared bins, drawn as steps), one colour per
     run; a menu switches the margin kind."""
-    kinds = []
-    for mid, label in MARGIN_KINDS:
-        series = [margin_values(r.get("report"), mid) for r in runs]
-        if any(len(s) for s in series):
-            kinds.append((label, series))
+    kinds = _margin_kinds(runs)
     if not kinds:
         return None
     fig = go.Figure()
