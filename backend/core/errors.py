@@ -41,10 +41,12 @@ ERROR_CODE_TO_HTTP_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
+    "insufficient_storage": 507,
     "unsupported_media_type": 415,
     "too_many_runs": 422,
     "inspect_failed": 502,
     "broker_unavailable": 503,
+    "database_unavailable": 503,
     "inspect_timeout": 504,
     "internal_error": 500,
 }
@@ -99,9 +101,10 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or invalid bearer token (auth on)",
         404: "Not found (or owned by another user)",
         413: "Upload larger than GENSCOPE_MAX_UPLOAD_MB",
+        507: "The server has no room left to store the upload",
         422: "Invalid input (validation or an engine error code)",
         502: "The inspection subprocess failed unexpectedly",
-        503: "Broker unavailable",
+        503: "Broker or database unavailable",
         504: "Inspection timed out",
     }
     return {
