@@ -74,15 +74,19 @@ def slq(
     num_probes: int = 4,
     generator: torch.Generator | None = None,
     probes: torch.Tensor | None = None,
+    reorthogonalization: str = "full",
 ) -> Quadrature:
     """Stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017, Algorithm 1).
 
     Args:
         op: a symmetric operator or dense matrix.
-        num_steps: Lanczos steps m per probe (full reorthogonalization).
+        num_steps: Lanczos steps m per probe.
         num_probes: number of probes n_v.
         generator: the source of the Rademacher probes.
         probes: explicit ``(P, n_v)`` probes instead (normalised here).
+        reorthogonalization: ``"full"`` (measures.md) or ``"partial"`` (Simon 1984; the same
+            quadrature to working precision, fewer passes over the basis; see
+            :func:`~genscope.linalg.lanczos.lanczos_tridiagonal`).
 
     Returns:
         A :class:`Quadrature`.
@@ -101,7 +105,7 @@ def slq(
     nodes, weights, residuals, steps = [], [], [], []
     used = 0
     for col in range(probes.shape[1]):
-        tri = lanczos_tridiagonal(a, probes[:, col], num_steps)
+        tri = lanczos_tridiagonal(a, probes[:, col], num_steps, reorthogonalization)
         theta, s = torch.linalg.eigh(tri.t)
         nodes.append(theta)
         weights.append(s[0, :] ** 2)
@@ -262,6 +266,7 @@ def spectral_density(
     grid_points: int = 1000,
     sigma2: float | None = None,
     generator: torch.Generator | None = None,
+    reorthogonalization: str = "full",
 ) -> SpectralDensity:
     """SLQ spectral density (Ghorbani, Krishnan & Xiao 2019) with outliers.
 
@@ -271,7 +276,7 @@ def spectral_density(
         >>> abs(float(d.density.sum() * (d.grid[1] - d.grid[0])) - 1.0) < 1e-6
         True
     """
-    quad = slq(op, num_steps, num_probes, generator)
+    quad = slq(op, num_steps, num_probes, generator, reorthogonalization=reorthogonalization)
     nodes, weights = quad.pooled()
     grid, density, sigma2 = smoothed_density(nodes, weights, grid_points, sigma2)
     floor = float(density.max()) * 1e-12

@@ -40,6 +40,55 @@ def test_tridiagonal_stops_on_an_invariant_subspace() -> None:
     assert_close(torch.linalg.eigvalsh(out.t), torch.tensor([1.0, 2.0, 3.0]), 1e-12)
 
 
+def hessian_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dense symmetric matrix shaped like a network Hessian: a bulk near zero (both signs)
+    and ten well-separated outliers; returns (matrix, eigenvalues)."""
+    gen = torch.Generator().manual_seed(seed)
+    outliers = torch.tensor([0.3, 0.5, 0.8, 1.2, 2.0, 3.0, 4.5, 6.0, 8.0, 12.0])
+    ev = torch.cat([torch.randn(n - 10, generator=gen) * 0.05, outliers]).double()
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return (q * ev) @ q.T, ev
+
+
+def test_partial_reorthogonalization_matches_full_in_float64() -> None:
+    """Simon 1984: a semi-orthogonal basis gives the same T up to rounding, with fewer passes."""
+    a, _ = hessian_like(800)
+    v0 = torch.randn(800, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    full = lanczos_tridiagonal(a, v0, 80, "full")
+    part = lanczos_tridiagonal(a, v0, 80, "partial")
+    assert full.reorthogonalized_steps == 80
+    assert part.reorthogonalized_steps < 80
+    gram = part.basis.T @ part.basis
+    eye = torch.eye(80, dtype=torch.float64)
+    assert float((gram - eye).abs().max()) <= torch.finfo(torch.float64).eps ** 0.5
+    th_f = torch.linalg.eigvalsh(full.t)
+    th_p, s_p = torch.linalg.eigh(part.t)
+    assert_close(th_p, th_f, 0, 1e-10 * float(th_f.abs().max()), what="Ritz values")
+    for power in (0, 1, 2, 5, 9):  # quadrature moments v0ᵀ A^j v0 / ‖v0‖²
+        exact = float(v0 @ torch.linalg.matrix_power(a, power) @ v0 / (v0 @ v0))
+        moment = float((s_p[0] ** 2 * th_p**power).sum())
+        assert abs(moment - exact) <= 1e-10 * max(1.0, abs(exact)), power
+
+
+def test_partial_reorthogonalization_in_float32_keeps_the_outliers_single() -> None:
+    """No spurious copies of converged outliers (the failure mode of plain Lanczos)."""
+    a64, ev = hessian_like(800, seed=2)
+    a = a64.float()
+    v0 = torch.randn(800, generator=torch.Generator().manual_seed(3))
+    part = lanczos_tridiagonal(a, v0, 80, "partial")
+    theta = torch.linalg.eigvalsh(part.t)
+    assert int((theta > 0.25).sum()) == 10
+    assert_close(theta[-10:], ev[-10:], 1e-5, what="outliers")
+    gram = part.basis.double().T @ part.basis.double()
+    eye = torch.eye(80, dtype=torch.float64)
+    assert float((gram - eye).abs().max()) <= torch.finfo(torch.float32).eps ** 0.5
+
+
+def test_reorthogonalization_must_be_known() -> None:
+    with pytest.raises(ValueError, match="reorthogonalization"):
+        lanczos_tridiagonal(torch.eye(3, dtype=torch.float64), torch.ones(3), 2, "none")
+
+
 @pytest.mark.parametrize("which", ["largest", "smallest"])
 @pytest.mark.parametrize("max_basis", [None, 15])
 def test_eigsh_on_a_dense_matrix(which: str, max_basis: int | None) -> None:
