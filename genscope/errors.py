@@ -31,7 +31,9 @@ class BadCheckpoint(GenScopeError):
 
 
 class UnsafeCheckpoint(BadCheckpoint):
-    """The file would need full unpickling (arbitrary code execution) to load."""
+    """The file would need full unpickling (arbitrary code execution) to load, or is hostile in
+    another way: a zip bomb, archive members whose names escape a folder, compiled code, a model
+    that calls file operators."""
 
     code = "unsafe_checkpoint"
 

@@ -13,12 +13,29 @@ Formats, recognised by content rather than by name:
 
 A file that would need full unpickling (a pickled ``nn.Module``, arbitrary objects) is refused
 with :class:`~genscope.errors.UnsafeCheckpoint` and is never unpickled.
+
+Defences before any torch reader sees the bytes (hostile uploads):
+
+* every zip archive passes :func:`genscope.io.archives.check_zip` (traversal names, zip bombs,
+  encrypted or oddly compressed members); nothing is ever extracted to disk;
+* pickles inside archives are scanned opcode by opcode against an allow-list (TorchScript's
+  ``data.pkl``/``constants.pkl``) or torch's weights-only list (``torch.save`` archives and the
+  pickled members of ``.pt2`` archives); raw pickles inside ``.pt2`` archives are refused;
+* ``.pt2`` archives holding AOTInductor members (compiled shared libraries that
+  ``torch.export.load`` would load) are refused, as are TorchScript code and exported graphs
+  that call file operators (``from_file``, ``save``, ``load_tensor``), which would touch the
+  server's files when the model runs;
+* weights-only files are checked against the architecture on the meta device (keys, shapes,
+  dtypes) before the real model is allocated, so a tiny file naming a huge architecture
+  allocates nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import pickle
 import re
 import threading
@@ -39,6 +56,15 @@ from genscope.errors import (
     UnsafeCheckpoint,
     WeightMismatch,
 )
+from genscope.io.archives import (
+    ArchiveError,
+    Member,
+    check_zip,
+    first_line,
+    read_member,
+    scan_pickle,
+    torchscript_global,
+)
 
 FORMAT_EXPORT = "torch.export"
 FORMAT_STATE_DICT = "state_dict"
@@ -47,7 +73,12 @@ FORMAT_TORCHSCRIPT = "torchscript"
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights")
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
-MAX_ZIP_RATIO = 1000  # declared uncompressed size / compressed size above this is a zip bomb
+MAX_PICKLE_BYTES = 64 << 20  # a data.pkl/constants.pkl larger than this is not a real model's
+MAX_CODE_BYTES = 16 << 20  # likewise for TorchScript code and .pt2 JSON members
+#: Operators that read or write files named by the model; a model calling them is refused.
+FILE_OPS = ("from_file", "save", "load_tensor")
+_FILE_OP_CALL = re.compile(r"(?:\btorch|\bops\.\w+|\baten)\.(from_file|save|load_tensor)\b")
+_NATIVE_CODE = re.compile(r"(^|/)data/aotinductor/|\.(so|dll|dylib|pyd)$")
 
 EXPORT_HINT = (
     "Save the weights instead (torch.save(model.state_dict(), 'w.pt') or safetensors) and pass "
@@ -102,8 +133,9 @@ def detect_format(path: str | Path) -> str:
     """Recognise the format from the bytes: export archive, TorchScript, torch.save, safetensors.
 
     Raises:
-        BadCheckpoint: empty, unreadable, or of no known format.
-        UnsafeCheckpoint: a legacy (non-zip) pickle file, which only full unpickling could read.
+        BadCheckpoint: empty, unreadable, truncated, or of no known format.
+        UnsafeCheckpoint: a hostile archive (zip bomb, member names that escape a folder,
+            encrypted members, compiled code); see :func:`genscope.io.archives.check_zip`.
     """
     path = Path(path)
     if not path.is_file():
@@ -113,8 +145,7 @@ def detect_format(path: str | Path) -> str:
     if not head:
         raise BadCheckpoint(f"{path.name}: the file is empty")
     if head[:4] == b"PK\x03\x04":
-        names = _zip_names(path)
-        return _classify_zip(path, names)
+        return _classify_zip(path, _check_archive(path))
     if _looks_like_safetensors(path, head):
         return FORMAT_SAFETENSORS
     if head[:1] == b"\x80" or path.suffix in {".pkl", ".pickle"}:
@@ -126,28 +157,25 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def _zip_names(path: Path) -> list[str]:
+def _check_archive(path: Path) -> list[Member]:
+    """The archive's members after :func:`~genscope.io.archives.check_zip`; also refuses
+    members that hold native code (AOTInductor packages), which torch would load and run."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise BadCheckpoint(f"{path.name}: truncated or corrupt archive ({exc})") from None
-    size = path.stat().st_size
-    declared = sum(i.file_size for i in infos)
-    if declared > MAX_ZIP_RATIO * max(size, 1) and declared > (64 << 20):
-        raise BadCheckpoint(
-            f"{path.name}: the archive declares {declared} bytes uncompressed from {size} bytes "
-            "(a zip bomb?)"
+        members = check_zip(path)
+    except ArchiveError as exc:
+        raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(str(exc)) from None
+    native = [m.name for m in members if _NATIVE_CODE.search(m.name)]
+    if native:
+        raise UnsafeCheckpoint(
+            f"{path.name}: the archive holds compiled code ({native[0]}), which loading would "
+            f"run; only portable programs are accepted. {EXPORT_HINT}",
+            {"members": native[:20]},
         )
-    for info in infos:
-        name = info.filename
-        if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
-            raise BadCheckpoint(f"{path.name}: archive member with an unsafe path: {name!r}")
-    return [i.filename for i in infos]
+    return members
 
 
-def _classify_zip(path: Path, names: list[str]) -> str:
-    tails = {n.split("/", 1)[-1] for n in names}
+def _classify_zip(path: Path, members: list[Member]) -> str:
+    tails = {m.name.split("/", 1)[-1] for m in members}
     if (
         "archive_format" in tails
         or "serialized_exported_program.json" in tails
@@ -189,46 +217,74 @@ def load_checkpoint(
     path = Path(path)
     fmt = detect_format(path)
     sha = file_sha256(path)
-    if fmt == FORMAT_EXPORT:
-        module, static_batch = _load_export(path)
-        loaded = LoadedModel(module, fmt, sha, str(path), static_batch_size=static_batch)
-    elif fmt == FORMAT_TORCHSCRIPT:
-        loaded = LoadedModel(_load_torchscript(path), fmt, sha, str(path))
-    else:
-        if fmt == FORMAT_SAFETENSORS:
-            state, unwrapped = _read_safetensors(path), []
-        else:
-            state, unwrapped = unwrap_state_dict(_read_torch_save(path), path.name)
-        if arch is None:
-            from genscope.io.zoo import ARCH_NAMES
-
-            raise BadCheckpoint(
-                f"{path.name} holds weights only: name the architecture with --arch "
-                f"(one of {', '.join(ARCH_NAMES)}) and --arch-config, or export the model "
-                "to .pt2 with torch.export.save"
-            )
-        from genscope.io.zoo import build_model, validate_config
-
-        config = validate_config(arch, dict(arch_config or {}))
-        module = build_model(arch, config)
-        load_weights(module, state, path.name)
-        loaded = LoadedModel(module, fmt, sha, str(path), arch, config, unwrapped)
+    try:
+        loaded = _load(path, fmt, sha, arch, arch_config)
+    except MemoryError:
+        raise BadCheckpoint(
+            f"{path.name}: loading needs more memory than is available; refused"
+        ) from None
     check_finite(loaded.module, path.name)
     set_eval(loaded.module)
     return loaded
 
 
+def _load(
+    path: Path, fmt: str, sha: str, arch: str | None, arch_config: Mapping[str, Any] | None
+) -> LoadedModel:
+    if fmt == FORMAT_EXPORT:
+        module, static_batch = _load_export(path)
+        return LoadedModel(module, fmt, sha, str(path), static_batch_size=static_batch)
+    if fmt == FORMAT_TORCHSCRIPT:
+        return LoadedModel(_load_torchscript(path), fmt, sha, str(path))
+    if fmt == FORMAT_SAFETENSORS:
+        state, unwrapped = _read_safetensors(path), []
+    else:
+        state, unwrapped = unwrap_state_dict(_read_torch_save(path), path.name)
+    if arch is None:
+        from genscope.io.zoo import ARCH_NAMES
+
+        raise BadCheckpoint(
+            f"{path.name} holds weights only: name the architecture with --arch "
+            f"(one of {', '.join(ARCH_NAMES)}) and --arch-config, or export the model "
+            "to .pt2 with torch.export.save"
+        )
+    from genscope.io.zoo import build_model, validate_config
+
+    config = validate_config(arch, dict(arch_config or {}))
+    # The architecture on the meta device costs no memory: a file that does not fit it is
+    # refused before the real (possibly large) model is allocated.
+    with torch.device("meta"):
+        skeleton = build_model(arch, config)
+    check_weights(skeleton.state_dict(), state, path.name)
+    module = build_model(arch, config)
+    load_weights(module, state, path.name)
+    return LoadedModel(module, fmt, sha, str(path), arch, config, unwrapped)
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise BadCheckpoint(f"{path.name}: corrupt safetensors file ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # any failure to parse is a corrupt file
+        raise BadCheckpoint(f"{path.name}: corrupt safetensors file ({first_line(exc)})") from None
 
 
 def _read_torch_save(path: Path) -> Any:
+    if zipfile.is_zipfile(path):
+        # torch's own weights-only allow-list, applied to the opcodes before unpickling.
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # a corrupt data.pkl: torch.load below gives the message
+            unsafe = []
+        if unsafe:
+            raise UnsafeCheckpoint(
+                f"{path.name} needs full unpickling to load (it holds {_clip(unsafe, 4)}), "
+                f"which could run arbitrary code, so it was not loaded. {EXPORT_HINT}",
+                {"globals": unsafe[:20]},
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -238,18 +294,19 @@ def _read_torch_save(path: Path) -> Any:
             f"{path.name} needs full unpickling to load ({_unpickling_culprit(exc)}), which "
             f"could run arbitrary code, so it was not loaded. {EXPORT_HINT}"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch raises many kinds on a broken or crafted file
         raise BadCheckpoint(
-            f"{path.name}: truncated or corrupt torch.save file ({first})"
+            f"{path.name}: truncated or corrupt torch.save file ({first_line(exc)})"
         ) from None
 
 
 def _unpickling_culprit(exc: Exception) -> str:
     """The object torch's weights-only unpickler refused, e.g. ``GLOBAL io.open``."""
-    match = re.search(r"Unsupported (?:global|operand)[^.]*?:?\s*(GLOBAL [\w.]+|[^ ]+)", str(exc))
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
     if match:
-        return f"it holds {match.group(1).replace('GLOBAL ', '')}"
+        return f"it holds {match.group(1)}"
     return "it holds objects other than tensors and plain containers"
 
 
@@ -303,11 +360,14 @@ def _is_tensor_dict(obj: Mapping[Any, Any]) -> bool:
 OPTIONAL_BUFFERS = ("num_batches_tracked",)
 
 
-def load_weights(
-    module: nn.Module, state: Mapping[str, torch.Tensor], name: str = "checkpoint"
+def check_weights(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    name: str = "checkpoint",
 ) -> None:
-    """Copy ``state`` into ``module``; list every missing/unexpected key and shape mismatch."""
-    expected = module.state_dict()
+    """Compare ``state`` with the tensors a module expects (real or meta): list every missing
+    or unexpected key, shape mismatch and dtype that cannot stand for the expected one
+    (a floating parameter needs floating weights)."""
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_BUFFERS)]
     unexpected = [k for k in state if k not in expected]
     shapes = [
@@ -315,7 +375,12 @@ def load_weights(
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if missing or unexpected or shapes:
+    dtypes = [
+        f"{k}: file {state[k].dtype} vs model {v.dtype}"
+        for k, v in expected.items()
+        if k in state and v.is_floating_point() and not state[k].is_floating_point()
+    ]
+    if missing or unexpected or shapes or dtypes:
         parts = []
         if missing:
             parts.append(f"missing keys {_clip(missing)}")
@@ -323,10 +388,25 @@ def load_weights(
             parts.append(f"unexpected keys {_clip(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches {_clip(shapes)}")
+        if dtypes:
+            parts.append(f"dtype mismatches {_clip(dtypes)}")
         raise WeightMismatch(
             f"{name} does not fit the architecture: " + "; ".join(parts),
-            {"missing": missing, "unexpected": unexpected, "shape_mismatches": shapes},
+            {
+                "missing": missing,
+                "unexpected": unexpected,
+                "shape_mismatches": shapes,
+                "dtype_mismatches": dtypes,
+            },
         )
+
+
+def load_weights(
+    module: nn.Module, state: Mapping[str, torch.Tensor], name: str = "checkpoint"
+) -> None:
+    """Copy ``state`` into ``module``; list every missing/unexpected key and shape mismatch."""
+    expected = module.state_dict()
+    check_weights(expected, state, name)
     with torch.no_grad():
         for key, target in expected.items():
             if key in state:
@@ -395,7 +475,72 @@ def _no_full_unpickling() -> Iterator[None]:
                 torch._C._pickle_load_obj = original_obj
 
 
+_CUSTOM_OBJECT_PREFIXES = ("custom_obj_", "opaque_obj_")
+
+
+def _scan_export(path: Path) -> None:
+    """Refuse a ``.pt2`` archive whose pickled members hold more than tensors.
+
+    The weights/constants configs say which members are pickles (``use_pickle``): those must be
+    ``torch.save`` archives whose globals torch's weights-only unpickler accepts; custom and
+    opaque objects (``pickle.loads``/TorchBind) are refused outright.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for config_name in zf.namelist():
+                if config_name.endswith(".pt"):  # sample inputs: a torch.save archive
+                    _check_pickled_tensor(path, zf, config_name, config_name.rsplit("/", 1)[-1])
+                    continue
+                if not config_name.endswith(
+                    (
+                        "data/weights/model_weights_config.json",
+                        "data/constants/model_constants_config.json",
+                    )
+                ):
+                    continue
+                folder = config_name.rsplit("/", 1)[0]
+                config = json.loads(read_member(zf, config_name, MAX_CODE_BYTES))
+                entries = config.get("config", {}) if isinstance(config, dict) else {}
+                for fqn, meta in entries.items() if isinstance(entries, dict) else []:
+                    if not isinstance(meta, dict):
+                        continue
+                    member = f"{folder}/{meta.get('path_name', '')}"
+                    if str(meta.get("path_name", "")).startswith(_CUSTOM_OBJECT_PREFIXES):
+                        raise UnsafeCheckpoint(
+                            f"{path.name}: the archive holds a pickled Python object ({fqn}) that "
+                            f"needs full unpickling; refused. {EXPORT_HINT}"
+                        )
+                    if meta.get("use_pickle") and member in zf.namelist():
+                        _check_pickled_tensor(path, zf, member, str(fqn))
+    except ArchiveError as exc:
+        raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(f"{path.name}: {exc}") from None
+    except (ValueError, KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise BadCheckpoint(
+            f"{path.name}: not a loadable torch.export archive ({first_line(exc)})"
+        ) from None
+
+
+def _check_pickled_tensor(path: Path, zf: zipfile.ZipFile, member: str, fqn: str) -> None:
+    data = read_member(zf, member, zf.getinfo(member).file_size)
+    unsafe = ["a raw pickle"]
+    if data[:4] == b"PK\x03\x04":
+        check_zip(io.BytesIO(data), name=member)
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+        except Exception as exc:
+            raise BadCheckpoint(
+                f"{path.name}: corrupt pickled tensor {fqn} ({first_line(exc)})"
+            ) from None
+    if unsafe:
+        raise UnsafeCheckpoint(
+            f"{path.name}: the archive holds pickled objects that need full unpickling "
+            f"({fqn}: {_clip(unsafe, 4)}); refused",
+            {"member": member, "globals": unsafe[:20]},
+        )
+
+
 def _load_export(path: Path) -> tuple[nn.Module, int | None]:
+    _scan_export(path)
     try:
         with warnings.catch_warnings(), _no_full_unpickling():
             warnings.simplefilter("ignore")
@@ -410,6 +555,10 @@ def _load_export(path: Path) -> tuple[nn.Module, int | None]:
         raise BadCheckpoint(f"{path.name}: not a loadable torch.export archive ({first})") from None
     for node in program.graph.nodes:
         target = str(node.target)
+        if node.op == "call_function" and set(target.split(".")) & set(FILE_OPS):
+            raise UnsafeCheckpoint(
+                f"{path.name}: the program calls {target}, which reads or writes files; refused"
+            )
         if node.op == "call_function" and any(op in target for op in _TRAINING_OPS):
             raise BadCheckpoint(
                 f"{path.name} was exported in training mode ({target}); export after "
@@ -461,7 +610,41 @@ def _accept_any_batch(module: nn.Module, batch: int) -> None:
 # --- TorchScript --------------------------------------------------------------------------------
 
 
+def _scan_torchscript(path: Path) -> None:
+    """Refuse a TorchScript archive whose pickles import anything but TorchScript's own types,
+    or whose code calls file operators (run on load by ``__setstate__`` or later by forward)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if name.endswith((".pkl", ".debug_pkl")):
+                    data = read_member(zf, name, MAX_PICKLE_BYTES)
+                    bad = scan_pickle(data, torchscript_global)
+                    if bad:
+                        raise UnsafeCheckpoint(
+                            f"{path.name}: {name.split('/', 1)[-1]} imports {_clip(bad, 4)}, "
+                            f"which TorchScript never writes; refused. {EXPORT_HINT}",
+                            {"member": name, "globals": bad[:20]},
+                        )
+                elif "/code/" in f"/{name}" and name.endswith(".py"):
+                    text = read_member(zf, name, MAX_CODE_BYTES).decode("utf-8", "replace")
+                    call = _FILE_OP_CALL.search(text)
+                    if call:
+                        raise UnsafeCheckpoint(
+                            f"{path.name}: the TorchScript code calls {call.group(0)}, which "
+                            f"reads or writes files; refused. {EXPORT_HINT}",
+                            {"member": name, "call": call.group(0)},
+                        )
+    except ArchiveError as exc:
+        raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(f"{path.name}: {exc}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise BadCheckpoint(
+            f"{path.name}: not a loadable TorchScript archive ({first_line(exc)})"
+        ) from None
+
+
 def _load_torchscript(path: Path) -> nn.Module:
+    _scan_torchscript(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -489,6 +672,7 @@ __all__ = [
     "FORMAT_STATE_DICT",
     "FORMAT_TORCHSCRIPT",
     "LoadedModel",
+    "check_weights",
     "detect_format",
     "file_sha256",
     "load_checkpoint",

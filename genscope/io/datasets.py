@@ -3,11 +3,20 @@
 Every dataset becomes a :class:`Dataset` of CPU tensors, checked once: float inputs with finite
 values, integer labels in ``[0, num_classes)``, matching lengths. Training-set order is the order
 of the arrays; per-example outputs follow it.
+
+Uploaded files are hostile until checked. Before any array is read: ``.npz`` archives pass
+:func:`genscope.io.archives.check_zip` (zip bombs, traversal names), every ``.npy`` header is
+parsed on its own and refused when its dtype holds Python objects (never unpickled:
+``allow_pickle=False``) or its shape needs more bytes than the member holds; safetensors headers
+are validated by the safetensors library. Then the memory the tensors will take (float32 inputs,
+int64 labels) is bounded by :func:`genscope.io.archives.max_unpacked_bytes`, and labels are
+bounded by :data:`MAX_CLASSES` (no one-hot is ever built).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,11 +27,13 @@ import numpy as np
 import torch
 
 from genscope.errors import BadDataset
+from genscope.io.archives import ArchiveError, check_zip, first_line, max_unpacked_bytes
 
 BUILTIN = ("digits", "moons", "blobs", "linear")
 TORCHVISION = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
 MAX_CLASSES = 100_000
 MAX_ELEMENTS = 2_000_000_000  # per array; refuses absurd headers before allocation
+ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
 
 
 @dataclass
@@ -137,6 +148,8 @@ def _check_pair(split: str, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]
         )
     if xa.shape[0] == 0:
         raise BadDataset(f"the {split} split is empty")
+    if math.prod(xa.shape[1:]) == 0:
+        raise BadDataset(f"x_{split} examples have no features (shape {xa.shape})")
     xt = torch.from_numpy(np.ascontiguousarray(xa, dtype=np.float32))
     bad = ~torch.isfinite(xt)
     if bool(bad.any()):
@@ -215,62 +228,132 @@ def load_array_file(path: Path, kind: str) -> Dataset:
     """Arrays ``x_train``, ``y_train`` and optional ``x_test``, ``y_test`` from npz/safetensors."""
     if not path.is_file():
         raise BadDataset(f"dataset file not found: {path}")
-    arrays = _read_npz(path) if kind == "npz" else _read_safetensors(path)
-    for key in ("x_train", "y_train"):
-        if key not in arrays:
+    try:
+        arrays = _read_npz(path) if kind == "npz" else _read_safetensors(path)
+        for key in ("x_train", "y_train"):
+            if key not in arrays:
+                raise BadDataset(
+                    f"{path.name}: array {key!r} is missing "
+                    f"(found: {', '.join(sorted(arrays)) or 'none'})"
+                )
+        return from_arrays(
+            path.stem,
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays.get("x_test"),
+            arrays.get("y_test"),
+            num_classes=_num_classes(path.name, arrays.get("num_classes")),
+        )
+    except MemoryError:
+        raise BadDataset(f"{path.name}: the arrays need more memory than is available") from None
+
+
+def _num_classes(name: str, raw: Any) -> int | None:
+    """The optional ``num_classes`` array: one integer in ``[2, MAX_CLASSES]``."""
+    if raw is None:
+        return None
+    arr = np.asarray(raw)
+    if arr.size != 1 or arr.dtype.kind not in "iu":
+        raise BadDataset(
+            f"{name}: num_classes must be a single integer, got dtype {arr.dtype} shape {arr.shape}"
+        )
+    value = int(arr.reshape(()))
+    if not 2 <= value <= MAX_CLASSES:
+        raise BadDataset(f"{name}: num_classes must be in [2, {MAX_CLASSES}], got {value}")
+    return value
+
+
+def _check_budget(name: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse arrays whose tensors (float32 inputs, int64 labels) would not fit the limit."""
+    limit = max_unpacked_bytes()
+    total = 0
+    for key, shape in shapes.items():
+        count = math.prod(shape)
+        if count > MAX_ELEMENTS:
             raise BadDataset(
-                f"{path.name}: array {key!r} is missing "
-                f"(found: {', '.join(sorted(arrays)) or 'none'})"
+                f"{name}: array {key!r} has {count} elements, more than {MAX_ELEMENTS}",
+                {"array": key, "shape": list(shape)},
             )
-    num_classes = None
-    if "num_classes" in arrays:
-        num_classes = int(np.asarray(arrays["num_classes"]).reshape(()))
-    return from_arrays(
-        path.stem,
-        arrays["x_train"],
-        arrays["y_train"],
-        arrays.get("x_test"),
-        arrays.get("y_test"),
-        num_classes=num_classes,
-    )
+        total += count * (8 if key.startswith("y") else 4)
+    if total > limit:
+        raise BadDataset(
+            f"{name}: the arrays would take {total} bytes in memory, more than the limit of "
+            f"{limit} (GENSCOPE_MAX_UNPACKED_MB)"
+        )
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version in ((2, 0), (3, 0)):
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"unsupported .npy version {version}")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """An npz archive's arrays, each header checked against the bytes the member holds."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":
             raise BadDataset(f"{path.name}: not a readable npz file (not a zip archive)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            out = {}
-            for key in npz.files:
-                info = npz.zip.getinfo(f"{key}.npy") if hasattr(npz, "zip") else None
-                if info is not None and info.file_size > MAX_ELEMENTS * 8:
+        check_zip(path)
+        with zipfile.ZipFile(path) as zf:
+            shapes: dict[str, tuple[int, ...]] = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue  # np.load reads only .npy members by their key
+                key = info.filename[:-4]
+                with zf.open(info) as member:
+                    shape, _fortran, dtype = _npy_header(member)
+                    offset = member.tell()
+                if dtype.hasobject:
                     raise BadDataset(
-                        f"{path.name}: array {key!r} is too large ({info.file_size} B)"
+                        f"{path.name}: array {key!r} holds Python objects, which need unpickling "
+                        "and are refused; save plain numeric arrays"
                     )
-                out[key] = npz[key]
-            return out
+                needed = math.prod(shape) * dtype.itemsize
+                if needed > info.file_size - offset:
+                    raise BadDataset(
+                        f"{path.name}: array {key!r} declares shape {tuple(shape)} of {dtype} "
+                        f"({needed} bytes) but holds {max(info.file_size - offset, 0)} bytes",
+                        {"array": key, "shape": list(shape)},
+                    )
+                if key in ARRAY_KEYS:
+                    shapes[key] = tuple(shape)
+        _check_budget(path.name, shapes)
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files if key in ARRAY_KEYS}
     except BadDataset:
         raise
+    except ArchiveError as exc:
+        raise BadDataset(str(exc)) from None
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise BadDataset(
                 f"{path.name}: arrays of Python objects need unpickling and are refused; "
                 "save plain numeric arrays"
             ) from None
-        raise BadDataset(f"{path.name}: not a readable npz file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise BadDataset(f"{path.name}: not a readable npz file ({exc})") from None
+        raise BadDataset(f"{path.name}: not a readable npz file ({first_line(exc)})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, TypeError, SyntaxError) as exc:
+        raise BadDataset(f"{path.name}: not a readable npz file ({first_line(exc)})") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    """A safetensors file's arrays; the library validates header, offsets and shapes."""
+    from safetensors import safe_open
 
     try:
-        return dict(load_file(str(path)))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BadDataset(f"{path.name}: not a readable safetensors file ({exc})") from None
+        with safe_open(str(path), framework="np") as fh:
+            keys = [k for k in fh.keys() if k in ARRAY_KEYS]  # noqa: SIM118 (not a dict)
+            _check_budget(path.name, {k: tuple(fh.get_slice(k).get_shape()) for k in keys})
+            return {k: fh.get_tensor(k) for k in keys}
+    except (BadDataset, MemoryError):
+        raise
+    except Exception as exc:  # also dtypes numpy lacks (F8_*: AttributeError)
+        raise BadDataset(
+            f"{path.name}: not a readable safetensors file ({first_line(exc)})"
+        ) from None
 
 
 def torchvision_set(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:

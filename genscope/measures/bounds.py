@@ -375,6 +375,7 @@ def kl_inverse_upper(p: float, c: float, iters: int = 100) -> float:
             None,
             "checkpoint at initialization for the prior mean (else 0)",
             optional=True,
+            checkpoint=True,
         ),
     ],
     direction=LOWER_IS_BETTER,

@@ -403,7 +403,14 @@ ALL_LAYER_PARAMS = (
     Param(
         "overshoot", float, 0.01, "linearised target margin −κ, fraction of the clean margin", 0, 1
     ),
-    Param("batch_size", int, 0, "examples optimised together; 0 = from the perturbation size", 0),
+    Param(
+        "batch_size",
+        int,
+        0,
+        "examples optimised together; 0 = from the perturbation size",
+        0,
+        100_000,
+    ),
 )
 
 
@@ -772,6 +779,8 @@ def margin_homogeneous(ctx: MeasureContext, params: dict[str, Any]) -> dict[str,
 
 # --- margin.robust -------------------------------------------------------------------------
 
+MAX_EPS = 64  # each radius costs a PGD attack over the sample
+
 ROBUST_PARAMS = (
     Param("eps", str, "0.01,0.03,0.1,0.3", "radii at which robust accuracy is reported"),
     Param("linf_steps", int, 20, "PGD steps per radius for the L∞ radius", 1, 10_000),
@@ -790,6 +799,11 @@ def _parse_eps(raw: str) -> list[float]:
         ) from None
     if not eps or any(not math.isfinite(e) or e < 0 for e in eps):
         raise BadParameter(f"margin.robust.eps must be non-negative finite numbers, got {raw!r}")
+    if len(eps) > MAX_EPS:
+        raise BadParameter(
+            f"margin.robust.eps may list at most {MAX_EPS} radii, got {len(eps)}",
+            {"param": "margin.robust.eps"},
+        )
     return eps
 
 

@@ -23,6 +23,9 @@ GROUPS = ("metrics", "margins", "hessian", "sharpness", "bounds", "representatio
 HIGHER_IS_BETTER = "higher_is_better"
 LOWER_IS_BETTER = "lower_is_better"
 
+#: Longest string a parameter takes (ids, paths, short lists such as margin.robust.eps).
+MAX_STR_LEN = 1024
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -42,7 +45,13 @@ class Param:
     checkpoint: bool = False  # a checkpoint path; the service takes a checkpoint id here
 
     def coerce(self, raw: Any, measure_id: str = "") -> Any:
-        """Parse ``raw`` (a CLI string or a JSON value) and check type and range."""
+        """Parse ``raw`` (a CLI string or a JSON value) and check type and range.
+
+        Refused: booleans for numbers (JSON ``true`` is not 1), non-integral floats for ints,
+        NaN and infinities, values outside ``[min, max]``, strings longer than
+        :data:`MAX_STR_LEN`, and anything but a string for a string. Numeric strings are
+        accepted for numbers (the CLI's ``--param`` passes strings).
+        """
         where = f"{measure_id}.{self.name}" if measure_id else self.name
         if raw is None or (isinstance(raw, str) and raw.lower() in {"none", "null"}):
             if self.optional:
@@ -50,10 +59,14 @@ class Param:
             raise BadParameter(f"{where} needs a value")
         try:
             value = self._parse(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise BadParameter(
-                f"{where} must be a {self.kind.__name__}, got {raw!r}", {"param": where}
+                f"{where} must be a {self.kind.__name__}, got {_short(raw)}", {"param": where}
             ) from exc
+        if self.kind is str and len(value) > MAX_STR_LEN:
+            raise BadParameter(
+                f"{where} is longer than {MAX_STR_LEN} characters ({len(value)})", {"param": where}
+            )
         if self.choices is not None and value not in self.choices:
             raise BadParameter(
                 f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}",
@@ -109,6 +122,11 @@ class Param:
         if self.checkpoint:
             out["checkpoint"] = True
         return out
+
+
+def _short(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 Compute = Callable[["MeasureContext", dict[str, Any]], dict[str, Any]]

@@ -30,7 +30,12 @@ from genscope.measures.registry import HIGHER_IS_BETTER, Param, measure
 from genscope.measures.stats import quantiles
 
 NC_SAMPLES = Param(
-    "samples", int, 10_000, "training examples whose penultimate features are used", min=2
+    "samples",
+    int,
+    10_000,
+    "training examples whose penultimate features are used",
+    min=2,
+    max=10_000_000,
 )
 PAPYAN = "Papyan, Han & Donoho 2020 (PNAS), Figs. 2-7"
 ZHU = "Zhu et al. 2021 (NeurIPS), §3.1 NC metrics"
@@ -616,7 +621,7 @@ def relu_activity(
 @measure(
     "activations.sparsity",
     group="representation",
-    params=[Param("samples", int, 10_000, "training examples", min=1)],
+    params=[Param("samples", int, 10_000, "training examples", min=1, max=10_000_000)],
     direction=None,
     source="Glorot, Bordes & Bengio 2011 (AISTATS), §3 (ReLU sparsity); Lu et al. 2020 "
     "(dying ReLU)",

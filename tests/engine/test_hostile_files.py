@@ -1,0 +1,356 @@
+"""Hostile and broken input files: every case of the corpus (tests/hostile.py) is refused by the
+loaders with its error code, in one line, without running a payload, extracting anything or
+allocating what its headers claim; clean files of every format still load; measure parameters
+out of range are refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from genscope.errors import BadParameter, GenScopeError, UnsafeCheckpoint
+from genscope.io.archives import ArchiveError, check_zip, scan_pickle, torchscript_global
+from genscope.io.checkpoints import load_checkpoint
+from genscope.io.datasets import load_dataset
+from tests.hostile import (
+    CATEGORIES,
+    GIB,
+    MLP,
+    Case,
+    Entry,
+    clean_pt2,
+    clean_safetensors,
+    clean_state_dict,
+    clean_torchscript,
+    corpus,
+    deflated_zeros,
+    good_arrays,
+    npy_header,
+    npz_bytes,
+    raw_zip,
+    st_bytes,
+    write_case,
+    zeros_crc,
+    zip_members,
+)
+
+CASES = corpus()
+ESCAPES = ("/tmp/genscope-x", "/etc/genscope-x")
+
+
+def _load(case: Case, path: Path) -> Any:
+    if case.kind == "dataset":
+        return load_dataset(f"{case.suffix[1:]}:{path}")
+    return load_checkpoint(path, arch=case.arch, arch_config=case.arch_config)
+
+
+def test_the_corpus_covers_every_category_with_one_api_representative() -> None:
+    for category in CATEGORIES:
+        members = [c for c in CASES if c.category == category]
+        assert members, category
+        assert sum(c.api for c in members) == 1, category
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_file_is_refused(case: Case, tmp_path: Path) -> None:
+    path, marker = write_case(case, tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(GenScopeError) as info:
+        _load(case, path)
+    elapsed = time.perf_counter() - start
+    err = info.value
+    assert err.code == case.code, err.message
+    assert err.message and "\n" not in err.message
+    json.dumps(err.to_dict(), default=str)  # the CLI prints it as one JSON line
+    assert not marker.exists(), "a payload ran"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name], "something was written"
+    assert not any(Path(p).exists() for p in ESCAPES)
+    assert elapsed < 5.0, f"refusing took {elapsed:.1f} s"
+
+
+CLEAN = {
+    "pt2": (clean_pt2, ".pt2", None),
+    "torchscript": (clean_torchscript, ".pt", None),
+    "state-dict": (clean_state_dict, ".pt", "mlp"),
+    "safetensors": (clean_safetensors, ".safetensors", "mlp"),
+}
+
+
+@pytest.mark.parametrize("name", list(CLEAN))
+def test_clean_checkpoints_still_load(name: str, tmp_path: Path) -> None:
+    build, suffix, arch = CLEAN[name]
+    path = tmp_path / f"clean{suffix}"
+    path.write_bytes(build())
+    loaded = load_checkpoint(path, arch=arch, arch_config=MLP if arch else None)
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.25]])
+    with torch.no_grad():
+        assert loaded.module(x).shape == (2, 2)
+
+
+@pytest.mark.parametrize("kind", ["npz", "safetensors"])
+def test_clean_datasets_still_load(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / f"data.{kind}"
+    path.write_bytes(npz_bytes(**good_arrays()) if kind == "npz" else st_bytes(**good_arrays()))
+    data = load_dataset(f"{kind}:{path}")
+    assert (data.n_train, data.n_test, data.num_classes) == (12, 4, 2)
+
+
+def test_compressed_npz_with_a_legitimate_ratio_loads(tmp_path: Path) -> None:
+    arrays = good_arrays(n=4096)
+    arrays["x_train"][:] = 0.0  # compresses well, far below the bomb ratio
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path = tmp_path / "zeros.npz"
+    path.write_bytes(buf.getvalue())
+    assert load_dataset(f"npz:{path}").n_train == 4096
+
+
+def test_unpacked_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "w.pt"
+    path.write_bytes(clean_state_dict())
+    monkeypatch.setenv("GENSCOPE_MAX_UNPACKED_MB", "0.0001")  # about 100 bytes
+    with pytest.raises(UnsafeCheckpoint, match="GENSCOPE_MAX_UNPACKED_MB"):
+        load_checkpoint(path, arch="mlp", arch_config=MLP)
+    with pytest.raises(ArchiveError, match="zip bomb"):
+        check_zip(path, max_unpacked=10)
+    monkeypatch.delenv("GENSCOPE_MAX_UNPACKED_MB")
+    assert load_checkpoint(path, arch="mlp", arch_config=MLP).num_params == 42
+
+
+def test_a_member_that_lies_about_its_size_is_read_only_as_far_as_declared(
+    tmp_path: Path,
+) -> None:
+    """The member inflates to 1 GiB but declares (and checksums) 64 bytes: readers stop there."""
+    header = npy_header((8, 2))
+    declared = header + bytes(64)
+    others = [a for a in zip_members(npz_bytes(**good_arrays())) if a.name != "x_train.npy"]
+    others = [a for a in others if a.name.startswith("y_train")]
+    lying = Entry(
+        "x_train.npy",
+        deflated_zeros(GIB, header),
+        method=8,
+        size=len(declared),
+        crc=zeros_crc(0, declared),
+    )
+    path = tmp_path / "lying.npz"
+    path.write_bytes(raw_zip([*others, lying]))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    try:
+        data = load_dataset(f"npz:{path}")
+        assert data.x_train.shape == (8, 2)
+    except GenScopeError as exc:
+        assert exc.code == "bad_dataset"
+    assert time.perf_counter() - start < 2.0
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 256, f"peak RSS grew by {grown_mb:.0f} MB"
+
+
+_RSS_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from genscope.errors import GenScopeError
+from genscope.io.checkpoints import load_checkpoint
+from genscope.io.datasets import load_dataset
+out = {}
+for spec in json.loads(sys.argv[1]):
+    path = Path(spec["path"])
+    try:
+        if spec["dataset"]:
+            load_dataset(f"{path.suffix[1:]}:{path}")
+        else:
+            load_checkpoint(path, arch=spec["arch"], arch_config=spec["config"])
+        out[path.name] = "loaded"
+    except GenScopeError as exc:
+        out[path.name] = exc.code
+out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def test_peak_memory_stays_small_on_bombs_and_absurd_headers(tmp_path: Path) -> None:
+    """In a fresh process: the 1 GiB bombs, the 10^12-element headers and a 400M-parameter
+    architecture named for a tiny file are refused without allocating what they claim."""
+    ids = {
+        "zip-deflated-1gib",
+        "npz-deflated-1gib",
+        "npz-lying-size",
+        "st-shape-1e12",
+        "pt-storage-1e12",
+        "npz-npy-shape-1e12",
+    }
+    specs = []
+    for case in (c for c in CASES if c.id in ids):
+        path, _marker = write_case(case, tmp_path)
+        specs.append(
+            {
+                "path": str(path),
+                "dataset": case.kind == "dataset",
+                "arch": case.arch,
+                "config": case.arch_config,
+            }
+        )
+    big = tmp_path / "big-arch.safetensors"
+    big.write_bytes(clean_safetensors())
+    # 20000 x 20000 weights: 400M parameters (1.6 GB), under the zoo's cap.
+    config = {"input_dim": 20_000, "widths": [20_000], "num_classes": 2}
+    specs.append({"path": str(big), "dataset": False, "arch": "mlp", "config": config})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, json.dumps(specs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("big-arch.safetensors") == "weight_mismatch"
+    assert all(
+        code in {"unsafe_checkpoint", "bad_checkpoint", "bad_dataset"}
+        for k, code in out.items()
+        if k != "maxrss_mb"
+    ), out
+    assert out["maxrss_mb"] < 640, f"peak RSS {out['maxrss_mb']:.0f} MB"
+
+
+def _cli_inspect(*args: str) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "genscope.cli", "inspect", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cli_inspect_refuses_an_absurd_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(clean_safetensors())
+    config = json.dumps({"input_dim": 2, "widths": [10**9], "num_classes": 2})
+    code, out = _cli_inspect(str(path), "--arch", "mlp", "--arch-config", config)
+    assert code == 2 and out["error"]["code"] == "bad_architecture", out
+    assert "widths" in out["error"]["message"]
+
+
+# --- the scanners on their own ------------------------------------------------------------------
+
+
+def test_scan_pickle_reports_imports_outside_the_allow_list() -> None:
+    with zipfile.ZipFile(io.BytesIO(clean_torchscript())) as zf:
+        pickles = [n for n in zf.namelist() if n.endswith(("pkl", "debug_pkl"))]
+        assert pickles
+        for name in pickles:
+            assert scan_pickle(zf.read(name), torchscript_global) == [], name
+    evil = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."
+    assert scan_pickle(evil, torchscript_global) == ["posix.system"]
+    stacked = b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93."
+    assert scan_pickle(stacked, torchscript_global) == ["STACK_GLOBAL builtins.exec"]
+    with pytest.raises(ArchiveError, match="corrupt pickle"):
+        scan_pickle(b"\x80\x02\xff\xff", torchscript_global)
+
+
+def test_torchscript_of_every_zoo_architecture_passes_the_scans(tmp_path: Path) -> None:
+    from genscope.io.zoo import build_model
+
+    configs = {
+        "resnet": {"depth": 8, "in_channels": 1, "input_size": 8, "width": 4},
+        "vgg": {"depth": 11, "width_multiplier": 0.05, "input_size": 8},
+        "nin": {"width": 8, "depth": 2, "input_size": 8},
+        "lenet": {"in_channels": 1, "input_size": 8},
+    }
+    for arch, config in configs.items():
+        path = tmp_path / f"{arch}.pt"
+        torch.jit.save(torch.jit.script(build_model(arch, config).eval()), str(path))
+        assert load_checkpoint(path).format == "torchscript"
+
+
+# --- measure parameters ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("measure_id", "name", "raw"),
+    [
+        ("sharpness.sam", "rho", -0.1),
+        ("hessian.density", "probes", 10**9),
+        ("hessian.top_eigenvalues", "k", 10**9),
+        ("hessian.top_eigenvalues", "k", True),
+        ("hessian.top_eigenvalues", "k", "ten"),
+        ("hessian.top_eigenvalues", "k", 2.5),
+        ("hessian.top_eigenvalues", "k", float("inf")),
+        ("hessian.top_eigenvalues", "tol", float("nan")),
+        ("hessian.top_eigenvalues", "tol", "nan"),
+        ("hessian.top_eigenvalues", "tol", 10**400),
+        ("sharpness.sam", "rho", float("-inf")),
+        ("sharpness.sam", "samples", 10**12),
+        ("margin.robust", "eps", "0.1," * 600),
+        ("margin.robust", "eps", 0.1),
+        ("margin.all_layer", "batch_size", 10**9),
+        ("collapse.nc1", "samples", 10**12),
+        ("activations.sparsity", "samples", -5),
+        ("stability.sgd", "lr", 1e300),
+        ("hessian.density", "sigma2", 1e300),
+        ("hessian.top_eigenvalues", "nope", 1),
+    ],
+)
+def test_out_of_range_parameters_are_refused(measure_id: str, name: str, raw: Any) -> None:
+    from genscope.measures.registry import resolve_measures, resolve_params
+
+    with pytest.raises(BadParameter) as info:
+        resolve_params(resolve_measures([measure_id]), {measure_id: {name: raw}})
+    assert "\n" not in info.value.message and len(info.value.message) < 400
+
+
+def test_every_numeric_parameter_is_bounded_and_strings_are_not_paths() -> None:
+    """Unbounded numbers let one request ask for 10^9 probes; a string that names a file must be
+    a checkpoint parameter, which the service only accepts as a checkpoint id."""
+    from genscope.measures.registry import all_measures
+
+    free_text = {("margin.robust", "eps")}
+    for m in all_measures():
+        for p in m.params:
+            if p.kind in (int, float) and p.choices is None:
+                assert p.min is not None and p.max is not None, f"{m.id}.{p.name}"
+                assert math.isfinite(p.min) and math.isfinite(p.max), f"{m.id}.{p.name}"
+            if p.kind is str and p.choices is None:
+                assert p.checkpoint or (m.id, p.name) in free_text, f"{m.id}.{p.name}"
+
+
+def test_too_many_robust_radii_are_refused_at_run_time() -> None:
+    from genscope.measures.margins import MAX_EPS, _parse_eps
+
+    assert len(_parse_eps(",".join(["0.1"] * MAX_EPS))) == MAX_EPS
+    with pytest.raises(BadParameter, match="at most"):
+        _parse_eps(",".join(["0.1"] * (MAX_EPS + 1)))
+
+
+def test_k_beyond_the_parameter_count_fails_the_measure_with_bad_parameter() -> None:
+    from genscope.analysis import analyze
+    from genscope.io.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", {"input_dim": 2, "widths": [], "num_classes": 2})  # 6 params
+    report = analyze(
+        model,
+        "moons",
+        measures=["hessian.top_eigenvalues"],
+        params={"hessian.top_eigenvalues": {"k": 7}},
+    )
+    result = report.measures["hessian.top_eigenvalues"]
+    assert result.status == "failed"
+    assert result.error is not None and result.error["code"] == "bad_parameter"
+    assert "number of parameters (6)" in result.error["message"]
