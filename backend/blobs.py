@@ -9,11 +9,17 @@ Uploads are streamed to ``tmp/`` with the size limit enforced while streaming (t
 removed as soon as the limit is passed), hashed on the way, then renamed: the same content is
 stored once however often it is uploaded. Measure details (per-example arrays, spectra) are gzip
 JSON blobs written with a fixed mtime, so identical details dedupe too.
+
+A full disk (``ENOSPC``, or ``EDQUOT`` for a quota) while writing removes the partial temp file
+and raises :class:`StorageFull`, a :class:`~backend.core.errors.ServiceError` with code
+``insufficient_storage`` (HTTP 507): nothing half-written is ever left in ``tmp/`` or
+``objects/``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import json
@@ -21,6 +27,28 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from backend.core.errors import ServiceError
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
+
+
+class StorageFull(ServiceError):
+    """The blob store's disk is full; the partial file was removed."""
+
+    def __init__(self, root: Path, written: int) -> None:
+        super().__init__(
+            "insufficient_storage",
+            "the server has no room left to store this file; nothing was kept "
+            "(free disk space in the data directory, or upload a smaller file)",
+            {"bytes_received": written},
+        )
+        self.root = root
 
 
 class UploadTooLarge(Exception):
@@ -39,28 +67,61 @@ class BlobWriter:
         self.limit = limit
         self.size = 0
         self._digest = hashlib.sha256()
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        try:
+            fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        except OSError as exc:
+            if is_no_space(exc):
+                raise StorageFull(store.root, 0) from exc
+            raise
         self.path = Path(name)
         self._fh: BinaryIO = os.fdopen(fd, "wb")
 
+    def _full(self, exc: OSError) -> StorageFull:
+        written = self.size
+        self.discard()
+        return StorageFull(self.store.root, written)
+
     def write(self, chunk: bytes) -> None:
+        """Append ``chunk``.
+
+        Raises:
+            UploadTooLarge: the limit was passed (the temp file is removed).
+            StorageFull: the disk is full (the temp file is removed).
+        """
         self.size += len(chunk)
         if self.size > self.limit:
             self.discard()
             raise UploadTooLarge(self.limit)
         self._digest.update(chunk)
-        self._fh.write(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise self._full(exc) from exc
+            raise
 
     def discard(self) -> None:
-        """Close and delete the temp file (idempotent)."""
+        """Close and delete the temp file (idempotent; a flush failing on a full disk is
+        ignored, the file is deleted anyway)."""
         if not self._fh.closed:
-            self._fh.close()
+            with contextlib.suppress(OSError):
+                self._fh.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     def close(self) -> None:
+        """Flush and close the temp file.
+
+        Raises:
+            StorageFull: the last buffered bytes did not fit (the temp file is removed).
+        """
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise self._full(exc) from exc
+                raise
 
     @property
     def sha256(self) -> str:
@@ -74,8 +135,13 @@ class BlobWriter:
         if target.exists():
             self.discard()
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.path, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.path, target)
+            except OSError as exc:
+                if is_no_space(exc):
+                    raise self._full(exc) from exc
+                raise
         return sha
 
 

@@ -3,6 +3,11 @@
 :class:`RunQueue` is what the routes and recovery use; it is a dependency (``QueueDep``) so
 tests can swap it. A send that fails leaves the run ``queued`` in the database: recovery re-sends
 it (the task is idempotent, so a duplicate message is harmless).
+
+Broker down: ``POST /api/runs`` still answers 202 with the run stored ``queued`` (the row is
+committed before the send; the send gives up after its few retries, about two seconds), and the
+first recovery pass after ``GENSCOPE_REQUEUE_GRACE_SECONDS`` once the broker is back sends it.
+Nothing is half-stored: the row is the whole run, the message only a wake-up call.
 """
 
 from __future__ import annotations

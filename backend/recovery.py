@@ -6,6 +6,10 @@ Run by the API on start-up and by every worker on start-up and then periodically
   marked ``failed`` with ``worker_lost`` once it has used its attempts;
 * a run ``queued`` for longer than the grace period is re-sent: its message may have been lost
   with a broker restart. The task is idempotent, so a duplicate message is harmless.
+
+While the broker is down a pass stops at the first send that fails (each failed send waits for
+the producer's retries): the runs stay ``queued`` in the database and the next pass after the
+grace period sends them again, so a broker restarted without its messages loses no run.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ import logging
 from datetime import timedelta
 from typing import Any, Protocol
 
+from kombu.exceptions import OperationalError as BrokerUnreachable
+
 from backend import crud
 from backend.core.config import Settings
 from backend.core.db import session_scope, utcnow
 
 log = logging.getLogger("genscope.recovery")
+
+# the broker cannot be reached (kombu wraps transport errors in its OperationalError)
+_BROKER_DOWN = (BrokerUnreachable, ConnectionError, TimeoutError, OSError)
 
 
 class Sender(Protocol):
@@ -61,6 +70,16 @@ def recover(settings: Settings, sender: Sender | None) -> dict[str, Any]:
             try:
                 sender.send(run_id, queue)
                 sent += 1
+            except _BROKER_DOWN as exc:
+                log.warning(
+                    "could not re-send run %s (%s: %s); it and the %d after it stay queued for "
+                    "the next recovery pass",
+                    run_id,
+                    type(exc).__name__,
+                    exc,
+                    len(to_send) - to_send.index((run_id, queue)) - 1,
+                )
+                break
             except Exception:
                 log.exception("could not re-send run %s; it stays queued", run_id)
     if to_send or failed:

@@ -4,7 +4,8 @@ Starlette's form parser spools a whole file to a temporary file before a handler
 would let an oversize upload fill the disk before it is refused. :func:`receive_upload` parses the
 request stream itself (python-multipart's push parser): the ``file`` part goes chunk by chunk
 into a :class:`~backend.blobs.BlobWriter` that hashes it and stops at the limit, removing the
-partial file at once; the small text fields are kept in memory (capped).
+partial file at once; the small text fields are kept in memory (capped). A full disk answers 507
+``insufficient_storage`` (:class:`~backend.blobs.StorageFull`), also with the partial file removed.
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ async def receive_upload(
     """Stream a multipart request's ``file`` part into the blob store's temp folder.
 
     Raises:
-        ServiceError: 413 ``payload_too_large`` (nothing left on disk), 415 when the request is
-            not multipart, 400 when the ``file`` part is missing or the body is malformed.
+        ServiceError: 413 ``payload_too_large`` (nothing left on disk), 507
+            ``insufficient_storage`` when the disk fills up (nothing left either), 415 when the
+            request is not multipart, 400 when the ``file`` part is missing or the body is
+            malformed.
     """
     content_type = request.headers.get("content-type", "")
     ctype, options = parse_options_header(content_type)

@@ -3,6 +3,16 @@
 Loads nothing itself beyond resolving specs, checks that data and model fit, computes the
 metrics block, then runs each selected measure through the registry with a progress callback.
 A measure that fails is recorded as failed with its error code; the others still run.
+
+Out of memory (``torch.OutOfMemoryError``, which covers CUDA, or ``MemoryError`` on the CPU):
+the measure is retried with half the chunk size (``AnalysisOptions.batch_size``, the examples per
+forward pass of the context and the curvature operators) after the failed attempt's cached
+intermediates are dropped, down to :data:`~genscope.measures.context.MIN_CHUNK_SIZE`; then that
+measure alone is recorded failed with code ``out_of_memory`` and the chunk sizes tried. When a
+retry succeeded, the measure's entry says so: ``"oom_retry": {"chunk_size": <the chunk that
+worked>, "failed_chunk_sizes": [...]}``. The metrics block is computed with the same retry; if
+even one example per chunk is too much there, :func:`analyze` raises
+:class:`OutOfMemoryAtEveryChunk` (a ``GenScopeError`` with code ``out_of_memory``).
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +34,67 @@ from genscope.errors import GenScopeError, ShapeMismatch
 from genscope.graph import affine_layers, homogeneity
 from genscope.io.checkpoints import LoadedModel, load_checkpoint, set_eval
 from genscope.io.datasets import Dataset, load_dataset
-from genscope.measures.context import AnalysisOptions, MeasureContext, ProgressFn
+from genscope.measures.context import MIN_CHUNK_SIZE, AnalysisOptions, MeasureContext, ProgressFn
 from genscope.measures.registry import Measure, resolve_measures, resolve_params
 from genscope.report import MeasureResult, Report
 
 log = logging.getLogger(__name__)
 
 COST_WEIGHT = {"cheap": 1.0, "moderate": 5.0, "expensive": 20.0}
+OUT_OF_MEMORY = (torch.OutOfMemoryError, MemoryError)
+T = TypeVar("T")
+
+
+class OutOfMemoryAtEveryChunk(GenScopeError):
+    """Every chunk size down to the floor ran out of memory (code ``out_of_memory``)."""
+
+    code = "out_of_memory"
+
+    def __init__(self, what: str, tried: list[int], last: BaseException) -> None:
+        first = str(last).strip().splitlines()[0][:300] if str(last).strip() else ""
+        sizes = ", ".join(str(c) for c in tried)
+        super().__init__(
+            f"{what} ran out of memory at every chunk size tried ({sizes} examples per forward "
+            f"pass){f': {first}' if first else ''}",
+            {"chunk_sizes_tried": tried},
+        )
+        self.tried = tried
+
+
+def with_chunk_retry(
+    ctx: MeasureContext, what: str, fn: Callable[[], T], on_retry: ProgressFn | None = None
+) -> tuple[T, list[int]]:
+    """Call ``fn``; on out-of-memory, free what it cached, halve the chunk size and call it again.
+
+    ``ctx``'s chunk size is restored afterwards. Returns ``fn``'s result and the chunk sizes that
+    ran out of memory (empty when the first attempt worked; the one that worked is then
+    ``ctx.chunk_size`` at the time of the call halved ``len(tried)`` times).
+
+    Raises:
+        OutOfMemoryAtEveryChunk: it ran out of memory at :data:`MIN_CHUNK_SIZE` too.
+    """
+    original = ctx.options
+    chunk = ctx.chunk_size
+    tried: list[int] = []
+    try:
+        while True:
+            before = set(ctx.cache)
+            try:
+                return fn(), tried
+            except OUT_OF_MEMORY as exc:
+                tried.append(chunk)
+                ctx.release_memory(keep=before)
+                if chunk <= MIN_CHUNK_SIZE:
+                    raise OutOfMemoryAtEveryChunk(what, tried, exc) from None
+                chunk = max(MIN_CHUNK_SIZE, chunk // 2)
+                log.warning(
+                    "%s: out of memory with chunks of %d; retrying with %d", what, tried[-1], chunk
+                )
+                ctx.use_chunk_size(chunk)
+                if on_retry is not None:
+                    on_retry(0.0, f"out of memory; retrying with chunks of {chunk}")
+    finally:
+        ctx.options = original
 
 
 def analyze(
@@ -70,7 +134,7 @@ def analyze(
     report = Report(
         model=_model_block(ctx),
         data=dataset.summary(),
-        metrics=compute_metrics(ctx),
+        metrics=_metrics_with_retry(ctx),
         settings=_settings_block(ctx),
     )
     weights = [COST_WEIGHT.get(m.cost, 1.0) for m in selected]
@@ -114,16 +178,36 @@ def _module_sha256(model: nn.Module) -> str:
     return content_sha256(*[t for _, t in sorted(model.state_dict().items())])
 
 
+def _metrics_with_retry(ctx: MeasureContext) -> dict[str, Any]:
+    metrics, _tried = with_chunk_retry(ctx, "the metrics", lambda: compute_metrics(ctx))
+    return metrics
+
+
 def run_measure(
     ctx: MeasureContext, m: Measure, params: dict[str, Any], progress: ProgressFn
 ) -> MeasureResult:
-    """Run one measure; never raise for the measure's own failure (it is recorded)."""
+    """Run one measure; never raise for the measure's own failure (it is recorded).
+
+    Out of memory is retried with smaller chunks (:func:`with_chunk_retry`); the simulated
+    memory cap (``GENSCOPE_SIMULATED_MEMORY_CAP_MB``) applies while the measure computes.
+    """
     start = time.perf_counter()
     ctx.progress = progress
+    first_chunk = ctx.chunk_size
+
+    def compute() -> dict[str, Any]:
+        with ctx.simulated_memory_cap():
+            return dict(m.compute(ctx, params))
+
     try:
         if "functional" in m.requires:
             ctx.require_functional(m.id)
-        out = dict(m.compute(ctx, params))
+        out, tried = with_chunk_retry(ctx, m.id, compute, progress)
+        if tried:
+            out["oom_retry"] = {
+                "chunk_size": max(MIN_CHUNK_SIZE, first_chunk >> len(tried)),
+                "failed_chunk_sizes": tried,
+            }
         value = out.pop("value", None)
         value = None if value is None else float(value)
         return MeasureResult(
@@ -131,8 +215,8 @@ def run_measure(
         )
     except GenScopeError as exc:
         return _failed(m, params, start, exc.code, exc.message)
-    except torch.cuda.OutOfMemoryError as exc:
-        return _failed(m, params, start, "out_of_memory", str(exc).splitlines()[0])
+    except OutOfMemoryAtEveryChunk as exc:
+        return _failed(m, params, start, "out_of_memory", str(exc))
     except Exception as exc:  # a bug or an unforeseen model: record it, keep the run going
         log.error("measure %s failed:\n%s", m.id, traceback.format_exc())
         return _failed(m, params, start, "measure_failed", f"{type(exc).__name__}: {exc}")

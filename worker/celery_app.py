@@ -6,6 +6,15 @@ Importing this module imports neither the tasks nor torch, so the API uses
 "Optimizing"): ``acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1, soft/hard time limits
 below the broker's visibility timeout, results ignored (the run row is the result).
 
+Broker outages: a worker and a producer reconnect instead of exiting
+(``broker_connection_retry``, ``broker_connection_max_retries=None``: a worker outlives any
+outage, retrying every 2, 4, ... up to 30 s). A task running when the connection drops is NOT
+cancelled (``worker_cancel_long_running_tasks_on_connection_loss=False``): its run is guarded by
+the database lease, so it finishes and stores its results once; the copy of its message that the
+broker may redeliver later finds the run finished and does nothing. Messages the broker lost
+(Redis restarted without persistence) are re-sent from the database by recovery
+(``backend.recovery``), which every worker runs periodically.
+
 The embedded default broker is kombu's SQLAlchemy transport on a SQLite file
 (``sqla+sqlite:///<data_dir>/broker.sqlite``): it works across processes (the API and the worker
 child) because each ``get`` is one ``BEGIN IMMEDIATE`` transaction, so a message is delivered to
@@ -46,10 +55,12 @@ def make_celery(settings: Settings) -> Celery:
         task_create_missing_queues=False,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         broker_connection_timeout=5,
         worker_send_task_events=False,
         worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_serializer="json",
         accept_content=["json"],
         enable_utc=True,

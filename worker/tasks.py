@@ -16,9 +16,11 @@
    twice.
 
 An engine :class:`~genscope.errors.GenScopeError` fails the run with its code and message; a
-failed measure inside a report does not. Transient faults (database, broker) are retried with
-backoff by :func:`analyze_run`. torch is imported inside the task only, never in the worker's
-main process.
+failed measure inside a report does not (an out-of-memory measure is retried by the engine with
+smaller chunks, then recorded failed as ``out_of_memory``). A full disk while the result blobs are
+written fails the run with ``insufficient_storage`` (the blob store removes partial files).
+Transient faults (database, broker) are retried with backoff by :func:`analyze_run`. torch is
+imported inside the task only, never in the worker's main process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from backend.blobs import BlobStore
+from backend.blobs import BlobStore, StorageFull, is_no_space
 from backend.core.config import Settings, get_settings
 from backend.core.db import get_engine, session_scope, utcnow
 from backend.crud import canonical_json
@@ -174,7 +178,7 @@ def execute_run(settings: Settings, run_id: str, task_id: str) -> str:
         lease_seconds=settings.lease_seconds,
     )
     try:
-        with progress.heartbeat():
+        with progress.heartbeat(), _disk_full_fails(settings, run_id, task_id):
             outcome = _compute(
                 settings,
                 blobs,
@@ -191,10 +195,36 @@ def execute_run(settings: Settings, run_id: str, task_id: str) -> str:
     except ClaimLost:
         log.warning("run %s: taken over by another worker; dropping this attempt", run_id)
         return "lost"
+    except _DiskFull:
+        return "failed"
     if outcome is None:
         return "failed"
     head, results = outcome
     return _finish(settings, run_id, task_id, head, results)
+
+
+class _DiskFull(Exception):
+    """The run was failed as ``insufficient_storage``."""
+
+
+@contextmanager
+def _disk_full_fails(settings: Settings, run_id: str, task_id: str) -> Iterator[None]:
+    """Fail the run with ``insufficient_storage`` when the body fills the disk."""
+    try:
+        yield
+    except (StorageFull, OSError) as exc:
+        if not isinstance(exc, StorageFull) and not is_no_space(exc):
+            raise
+        log.error("run %s: the disk is full: %s", run_id, exc)
+        fail_run(
+            settings,
+            run_id,
+            task_id,
+            "insufficient_storage",
+            f"no room left to store the results under {settings.blob_dir} ({exc}); free disk "
+            "space and run the analysis again",
+        )
+        raise _DiskFull() from exc
 
 
 def _checkpoint_paths(

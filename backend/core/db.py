@@ -1,7 +1,10 @@
 """Database engines, sessions and migrations (SQLAlchemy 2 + Alembic).
 
 One engine per database URL per process. SQLite gets WAL, a busy timeout and foreign keys so that
-the API and the worker process can share the file; PostgreSQL is used as configured.
+the API and the worker process can share the file. PostgreSQL connections are pinged before use
+(``pool_pre_ping``: connections left stale by a server restart are replaced, not handed out) and
+time out after :data:`CONNECT_TIMEOUT_SECONDS` when the server does not answer; the API turns an
+unreachable database into 503 ``database_unavailable`` (``backend.core.dbfaults``).
 Migrations are applied with :func:`migrate` on start-up of ``genscope serve`` and the API.
 """
 
@@ -20,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def utcnow() -> datetime:
@@ -45,7 +49,12 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args
+    )
 
 
 def get_engine(url: str) -> Engine:
@@ -63,6 +72,13 @@ def dispose_engines() -> None:
         for engine in _ENGINES.values():
             engine.dispose(close=False)
         _ENGINES.clear()
+
+
+def install_database_error_handlers(app: Any) -> None:
+    """Answer database outages on the FastAPI ``app`` with 503 ``database_unavailable``."""
+    from backend.core.dbfaults import install_database_error_handlers as install
+
+    install(app)
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

@@ -4,13 +4,29 @@ A :class:`MeasureContext` is built once per analysis. Measures never change the 
 parameters, ``.grad`` or mode: they call :meth:`MeasureContext.functional` with a params dict
 (``torch.func.functional_call``) or the model itself under ``torch.no_grad``. Intermediates that
 several measures need (logits on the training set, samples) are computed once and cached here.
+
+Memory: ``AnalysisOptions.batch_size`` is the chunk size of every forward pass the context and the
+curvature operators make, so peak activation memory scales with it. When a measure runs out of
+memory, :func:`genscope.analysis.run_measure` halves it (down to :data:`MIN_CHUNK_SIZE`) with
+:meth:`MeasureContext.use_chunk_size` after :meth:`MeasureContext.release_memory` has dropped
+what the failed attempt left behind.
+
+``GENSCOPE_SIMULATED_MEMORY_CAP_MB`` (a test and operations knob, unset in production) simulates
+a device with little memory: while a measure runs, a forward pre-hook on the model raises
+``torch.OutOfMemoryError`` when the tensors passed to one forward call take more than the cap.
+The estimate is deliberately simple: the bytes of the forward call's tensor inputs, i.e.
+batch x per-example input numel x element size (factor 1; fractional megabytes are allowed, so
+``0.0015`` admits 196 moons examples in float32). The fit check and the metrics are not capped.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,6 +37,24 @@ from genscope.io.checkpoints import LoadedModel
 from genscope.io.datasets import Dataset
 
 ProgressFn = Callable[[float, str], None]
+
+SIMULATED_MEMORY_CAP_ENV = "GENSCOPE_SIMULATED_MEMORY_CAP_MB"
+MIN_CHUNK_SIZE = 1  # the smallest chunk an out-of-memory retry tries
+
+
+def simulated_memory_cap_bytes() -> int | None:
+    """The simulated memory cap from ``GENSCOPE_SIMULATED_MEMORY_CAP_MB`` in bytes, or None.
+
+    Raises:
+        ValueError: the variable is set but is not a non-negative number.
+    """
+    raw = os.environ.get(SIMULATED_MEMORY_CAP_ENV, "").strip()
+    if not raw:
+        return None
+    megabytes = float(raw)
+    if not megabytes >= 0:
+        raise ValueError(f"{SIMULATED_MEMORY_CAP_ENV} must be >= 0, got {raw!r}")
+    return int(megabytes * 1024 * 1024)
 
 
 def _no_progress(_fraction: float, _message: str) -> None:
@@ -84,6 +118,60 @@ class MeasureContext:
             None if self.data.x_test is None else self.data.x_test.to(self.device, self.dtype)
         )
         self._y_test = None if self.data.y_test is None else self.data.y_test.to(self.device)
+        self.memory_cap_bytes = simulated_memory_cap_bytes()
+
+    # --- memory -------------------------------------------------------------------------------
+    @property
+    def chunk_size(self) -> int:
+        """Examples per forward pass (``options.batch_size``)."""
+        return self.options.batch_size
+
+    def use_chunk_size(self, chunk_size: int) -> None:
+        """Make later forward passes use chunks of ``chunk_size`` examples (the caller's
+        :class:`AnalysisOptions` object is not modified)."""
+        if chunk_size < MIN_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be >= {MIN_CHUNK_SIZE}, got {chunk_size}")
+        self.options = replace(self.options, batch_size=int(chunk_size))
+
+    def release_memory(self, keep: set[str]) -> None:
+        """Free memory after an out-of-memory error: drop the cache entries not in ``keep``
+        (what the failed attempt built) and every cached object that works in chunks (it would
+        keep the chunk size that failed), then collect garbage and empty the CUDA cache."""
+        for key in list(self.cache):
+            if key not in keep or hasattr(self.cache[key], "chunk_size"):
+                del self.cache[key]
+        gc.collect()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    @contextmanager
+    def simulated_memory_cap(self) -> Iterator[None]:
+        """While the body runs, enforce ``GENSCOPE_SIMULATED_MEMORY_CAP_MB`` on forward calls of
+        the model (nothing when the variable is unset)."""
+        cap = self.memory_cap_bytes
+        if cap is None:
+            yield
+            return
+
+        def check(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            need = sum(t.numel() * t.element_size() for t in tensors)
+            if need > cap:
+                batch = int(tensors[0].shape[0]) if tensors and tensors[0].ndim else 1
+                raise torch.OutOfMemoryError(
+                    f"simulated out of memory: a forward pass on {batch} examples needs "
+                    f"{need} bytes of input, above {SIMULATED_MEMORY_CAP_ENV} ({cap} bytes)"
+                )
+
+        try:
+            handle = self.model.register_forward_pre_hook(check)
+        except (AttributeError, RuntimeError):  # a TorchScript module takes no Python hooks
+            yield
+            return
+        try:
+            yield
+        finally:
+            handle.remove()
 
     # --- data ---------------------------------------------------------------------------------
     @property
