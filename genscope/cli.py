@@ -91,6 +91,8 @@ def _parse_arch_config(raw: str | None) -> dict[str, Any] | None:
         raise BadArchitecture(
             f"--arch-config is not valid JSON ({exc.msg} at char {exc.pos})"
         ) from None
+    except (ValueError, RecursionError) as exc:  # over-long integers, absurd nesting
+        raise BadArchitecture(f"--arch-config cannot be read ({type(exc).__name__})") from None
     if not isinstance(value, dict):
         raise BadArchitecture("--arch-config must be a JSON object")
     return value

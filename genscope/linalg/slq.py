@@ -43,6 +43,7 @@ class Quadrature:
         num_matvecs: products used over all probes.
         steps: Lanczos steps per probe (fewer on an invariant subspace).
         dim: the dimension P of the operator.
+        reorthogonalized_steps: per probe, the steps that reorthogonalized against the basis.
     """
 
     nodes: list[torch.Tensor]
@@ -51,6 +52,7 @@ class Quadrature:
     num_matvecs: int
     steps: list[int]
     dim: int
+    reorthogonalized_steps: list[int] = field(default_factory=list)
 
     def moments(self, order: int) -> torch.Tensor:
         """Estimates of tr(A^j)/P for j = 0 … order (probe average of Σ τ θ^j)."""
@@ -102,7 +104,7 @@ def slq(
         raise ValueError(f"need num_steps >= 1 and num_probes >= 1, got {num_steps}, {num_probes}")
     if probes is None:
         probes = rademacher(a.shape[0], num_probes, generator, a.dtype, a.device)
-    nodes, weights, residuals, steps = [], [], [], []
+    nodes, weights, residuals, steps, passes = [], [], [], [], []
     used = 0
     for col in range(probes.shape[1]):
         tri = lanczos_tridiagonal(a, probes[:, col], num_steps, reorthogonalization)
@@ -111,8 +113,9 @@ def slq(
         weights.append(s[0, :] ** 2)
         residuals.append(tri.beta * s[-1, :].abs())
         steps.append(tri.t.shape[0])
+        passes.append(tri.reorthogonalized_steps)
         used += tri.num_matvecs
-    return Quadrature(nodes, weights, residuals, used, steps, a.shape[0])
+    return Quadrature(nodes, weights, residuals, used, steps, a.shape[0], passes)
 
 
 def default_sigma2(lambda_min: float, lambda_max: float) -> float:

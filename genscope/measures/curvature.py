@@ -67,7 +67,16 @@ SLQ_PARAMS = [
         None,
         "Gaussian kernel variance (default 1e-5 max(1, lambda_max - lambda_min))",
         min=1e-12,
+        max=1e12,
         optional=True,
+    ),
+    Param(
+        "reorthogonalization",
+        str,
+        "full",
+        "full (measures.md) or partial (Simon 1984: the same quadrature to working precision, "
+        "fewer passes over the basis in float64)",
+        choices=("full", "partial"),
     ),
 ]
 
@@ -318,6 +327,7 @@ def _density(ctx: MeasureContext, params: dict[str, Any], kind: str) -> dict[str
         grid_points=int(params["grid_points"]),
         sigma2=params.get("sigma2"),
         generator=ctx.generator(f"slq:{kind}"),
+        reorthogonalization=str(params["reorthogonalization"]),
     )
     quad = d.quadrature
     return {
@@ -331,6 +341,8 @@ def _density(ctx: MeasureContext, params: dict[str, Any], kind: str) -> dict[str
         else "given",
         "num_hvp": quad.num_matvecs,
         "steps": quad.steps,
+        "reorthogonalization": params["reorthogonalization"],
+        "reorthogonalized_steps": quad.reorthogonalized_steps,
         "probes": len(quad.nodes),
         "nodes": [n.tolist() for n in quad.nodes],
         "weights": [w.tolist() for w in quad.weights],
@@ -434,6 +446,7 @@ def hessian_layer_spectra(ctx: MeasureContext, params: dict[str, Any]) -> dict[s
             None,
             "learning rate eta of gradient descent to test (lambda_max <= 2/eta)",
             min=0.0,
+            max=1e6,
             optional=True,
         ),
         Param("trace", bool, True, "also test the trace condition tr(H) <= 2/eta"),

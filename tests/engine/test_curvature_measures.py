@@ -133,6 +133,24 @@ def test_density(measure_id: str) -> None:
         assert out["lambda_max"] == pytest.approx(float(ev[-1]), rel=1e-6)
 
 
+def test_density_with_partial_reorthogonalization_matches_full() -> None:
+    """Simon's partial scheme gives the full scheme's quadrature (float64) in fewer passes."""
+    full = run(context("small_cnn"), "hessian.density", steps=30, probes=1, grid_points=200)
+    part = run(
+        context("small_cnn"),
+        "hessian.density",
+        steps=30,
+        probes=1,
+        grid_points=200,
+        reorthogonalization="partial",
+    )
+    assert full["reorthogonalized_steps"] == [30]
+    assert part["reorthogonalization"] == "partial" and part["reorthogonalized_steps"][0] < 30
+    scale = max(abs(v) for v in full["nodes"][0])
+    assert_close(torch.tensor(part["nodes"][0]), torch.tensor(full["nodes"][0]), 0, 1e-9 * scale)
+    assert_close(torch.tensor(part["weights"][0]), torch.tensor(full["weights"][0]), 0, 1e-9)
+
+
 def test_layer_spectra_against_dense_blocks() -> None:
     ctx = context("relu_mlp")
     dense = dense_h(ctx)
