@@ -169,9 +169,25 @@ def create_checkpoint(
     return row
 
 
+#: Ids are 32 hex characters (:func:`backend.models.new_id`); the id columns are ``String(32)``.
+MAX_ID_LENGTH = 32
+
+
+def plausible_id(row_id: Any) -> bool:
+    """Whether ``row_id`` could name a row at all: a string of at most 32 characters without NUL.
+
+    Anything else is answered "not found" without a query: PostgreSQL refuses NUL characters in
+    text parameters and a non-string against a ``varchar`` column (both were 500s).
+    """
+    return isinstance(row_id, str) and 0 < len(row_id) <= MAX_ID_LENGTH and "\x00" not in row_id
+
+
 def _owned(session: Session, model: Any, row_id: str, user: User, what: str) -> Any:
     """The row of ``model`` with this id if ``user`` owns it; 404 otherwise (another user's
-    ids look exactly like unknown ones)."""
+    ids look exactly like unknown ones, and so do ids that cannot exist)."""
+    if not plausible_id(row_id):
+        shown = str(row_id)
+        raise NotFound(what, shown if len(shown) <= 64 else shown[:64] + "…")
     row = session.get(model, row_id)
     if row is None or row.user_id != user.id:
         raise NotFound(what, row_id)

@@ -66,6 +66,13 @@ def _last_json_line(text: str) -> Any:
     raise ValueError("no JSON line in the output")
 
 
+def _hide_path(text: str, path: Path) -> str:
+    """Name the upload, not the server's temp file, in messages sent back to the caller."""
+    return text.replace(str(path), f"the uploaded {path.suffix.lstrip('.') or 'file'}").replace(
+        path.name, f"the uploaded {path.suffix.lstrip('.') or 'file'}"
+    )
+
+
 def _inspect(args: list[str], timeout: float, what: str) -> dict[str, Any]:
     proc = _cli("inspect", *args, timeout=timeout)
     try:
@@ -74,9 +81,8 @@ def _inspect(args: list[str], timeout: float, what: str) -> dict[str, Any]:
         out = None
     if isinstance(out, dict) and "error" in out and proc.returncode == 2:
         err = out["error"]
-        raise ServiceError(
-            err.get("code", "bad_request"), err.get("message", ""), err.get("detail")
-        )
+        message = _hide_path(str(err.get("message", "")), Path(args[0]))
+        raise ServiceError(err.get("code", "bad_request"), message, err.get("detail"))
     if proc.returncode != 0 or not isinstance(out, dict):
         log.error(
             "inspect of a %s failed (exit %s): %s", what, proc.returncode, proc.stderr[-4000:]

@@ -25,6 +25,7 @@ from backend.api.routes import api_router
 from backend.core.config import Settings, get_settings
 from backend.core.db import install_database_error_handlers, migrate, session_scope
 from backend.core.errors import install_error_handlers
+from backend.core.security import install_security
 
 log = logging.getLogger("genscope.api")
 
@@ -101,6 +102,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_security(app)
     install_database_error_handlers(app)
     app.include_router(api_router)
     _include_dashboard(app)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
-from backend.core.errors import ErrorBody
+from backend.core.errors import ErrorBody, ServiceError
 
 RunStatus = Literal["queued", "running", "succeeded", "failed"]
 
@@ -24,6 +24,53 @@ def _utc_iso(value: datetime) -> str:
 
 
 UTCDateTime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
+
+#: The length of the name/title columns (``String(255)``).
+MAX_NAME_LENGTH = 255
+
+
+def no_nul(value: str) -> str:
+    """Refuse NUL characters: PostgreSQL text cannot hold them (the insert was a 500)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def stored_text(value: str, *, field: str, max_length: int = MAX_NAME_LENGTH) -> str:
+    """A user-given name or title as the database stores it: verbatim (Unicode, RTL marks,
+    ``../`` and markup are kept; pages escape them and no name is ever used as a path), but
+    without NUL characters and at most ``max_length`` characters.
+
+    Raises:
+        ServiceError: ``validation_error`` (422) naming the field.
+    """
+    if "\x00" in value:
+        raise ServiceError(
+            "validation_error", f"{field} must not contain NUL characters", {"field": field}
+        )
+    if len(value) > max_length:
+        raise ServiceError(
+            "validation_error",
+            f"{field} must have at most {max_length} characters, got {len(value)}",
+            {"field": field},
+        )
+    return value
+
+
+def upload_name(field: str | None, filename: str) -> str:
+    """The display name of an upload: the ``name`` field, else the multipart filename.
+
+    Kept verbatim (Unicode, ``../``, markup: pages escape it, and the file itself is stored
+    under its sha256, never under this name); NUL characters or more than 255 characters
+    answer 422. Empty means "use the sha256 prefix".
+    """
+    if field:
+        return stored_text(field, field="name")
+    return stored_text(filename, field="filename") if filename else ""
+
+
+#: A stored string (title, name): NUL characters are refused with 422.
+SafeText = Annotated[str, AfterValidator(no_nul)]
 
 
 class CheckpointPublic(BaseModel):
@@ -74,9 +121,10 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int | None = None
-    hessian_samples: int | None = Field(default=None, ge=1)
-    margin_samples: int | None = Field(default=None, ge=1)
+    # bounded so a seed fits torch's 64-bit generator and a sample count a 32-bit index
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    hessian_samples: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    margin_samples: int | None = Field(default=None, ge=1, le=2**31 - 1)
     dtype: Literal["float32", "float64"] | None = None
 
 
@@ -169,7 +217,7 @@ class ComparisonCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_ids: list[str] = Field(min_length=1)
-    title: str | None = Field(default=None, max_length=255)
+    title: SafeText | None = Field(default=None, max_length=MAX_NAME_LENGTH)
     share_expires_in_hours: float | None = Field(
         default=None, gt=0, le=24 * 366, description="the share link expires after this long"
     )

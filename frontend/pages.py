@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import plotly
 from fastapi import APIRouter, Query, Request
@@ -390,9 +390,9 @@ if crud is not None:
     def runs_data(
         session: SessionDep,
         user: CurrentUser,
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**31 - 1),
         limit: int = Query(RUNS_PAGE, ge=1, le=500),
-        status: str | None = Query(None, max_length=16),
+        status: Literal["queued", "running", "succeeded", "failed", ""] | None = None,
     ) -> Response:
         """The runs table: the caller's runs (newest first) with their headline scalars."""
         runs, count = crud.list_runs(

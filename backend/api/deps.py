@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -91,12 +91,20 @@ def base_url(request: Request, settings: Settings) -> str:
     return settings.public_url or str(request.base_url).rstrip("/")
 
 
-class Page:
-    """``offset``/``limit`` query parameters of list routes."""
+#: The largest ``offset`` a list route accepts. SQL ``OFFSET`` is a signed 64-bit integer on
+#: SQLite and PostgreSQL: a larger Python int overflowed the driver and answered 500. The bound is
+#: declared in the OpenAPI schema, so clients (and the fuzz tests) see it.
+MAX_OFFSET = 2**31 - 1
 
-    def __init__(self, offset: int = 0, limit: int = 50) -> None:
-        if offset < 0 or not 1 <= limit <= 500:
-            raise ServiceError("validation_error", "offset must be >= 0 and limit in 1..500")
+
+class Page:
+    """``offset``/``limit`` query parameters of list routes, bounded (422 outside the bounds)."""
+
+    def __init__(
+        self,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> None:
         self.offset = offset
         self.limit = limit
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from backend.core.errors import ERROR_CODE_TO_HTTP_STATUS
+from backend.core.security import redact_path
 
 log = logging.getLogger("genscope.api")
 
@@ -46,7 +47,9 @@ def database_unavailable_body(exc: BaseException) -> dict[str, object]:
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if not is_database_unavailable(exc):
-        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error(
+            "database error on %s %s", request.method, redact_path(request.url.path), exc_info=exc
+        )
         return JSONResponse(
             status_code=500,
             content={"code": "internal_error", "message": "internal server error", "detail": None},
@@ -55,7 +58,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable on %s %s: %s",
         request.method,
-        request.url.path,
+        redact_path(request.url.path),
         first[0] if first else type(exc).__name__,
     )
     return JSONResponse(

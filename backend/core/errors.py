@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.core.security import redact_path
+
 log = logging.getLogger("genscope.api")
 
 ERROR_CODE_TO_HTTP_STATUS: dict[str, int] = {
@@ -144,7 +146,8 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    path = redact_path(request.url.path)  # a share token in the path is a credential
+    log.error("unexpected error on %s %s", request.method, path, exc_info=exc)
     return _render(
         500, {"code": "internal_error", "message": "internal server error", "detail": None}
     )

@@ -35,7 +35,13 @@ def test_tokens_required_and_hashed(make_client: Any) -> None:
     with session_scope(client.settings.sqlalchemy_url) as session:
         stored = [t.token_hash for t in session.query(ApiToken).all()]
     assert hash_token(token) in stored and token not in stored
-    assert client.get("/api/health").status_code == 200  # health stays open
+    anonymous = client.get("/api/health")  # health stays open, without the details
+    assert anonymous.status_code == 200
+    assert set(anonymous.json()["database"]) == {"ok"} and anonymous.json()["workers"] == []
+    assert set(
+        client.get("/api/health", headers={"Authorization": "Bearer nope"}).json()["database"]
+    ) == {"ok"}
+    assert "url" in client.get("/api/health", headers=headers).json()["database"]
 
 
 def test_users_cannot_see_each_other(make_client: Any) -> None:

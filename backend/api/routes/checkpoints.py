@@ -12,7 +12,7 @@ from backend import crud
 from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, SettingsDep
 from backend.core.errors import ServiceError, error_responses
 from backend.inspection import inspect_checkpoint
-from backend.schemas import CheckpointPublic, CheckpointsPublic
+from backend.schemas import CheckpointPublic, CheckpointsPublic, stored_text, upload_name
 from backend.uploads import receive_upload
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -47,6 +47,10 @@ def _arch_config(raw: str | None) -> dict[str, Any] | None:
         raise ServiceError(
             "bad_architecture", f"arch_config is not valid JSON ({exc.msg} at char {exc.pos})"
         ) from None
+    except (ValueError, RecursionError) as exc:  # over-long integers, absurd nesting
+        raise ServiceError(
+            "bad_architecture", f"arch_config cannot be read ({type(exc).__name__})"
+        ) from None
     if not isinstance(value, dict):
         raise ServiceError("bad_architecture", "arch_config must be a JSON object")
     return value
@@ -56,7 +60,7 @@ def _arch_config(raw: str | None) -> dict[str, Any] | None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=CheckpointPublic,
-    responses=error_responses(400, 401, 413, 415, 422, 502, 504),
+    responses=error_responses(400, 401, 413, 415, 422, 502, 504, 507),
     openapi_extra=_UPLOAD_BODY,
     summary="Upload a checkpoint (.pt2, .safetensors, state dict, TorchScript)",
 )
@@ -74,7 +78,10 @@ async def upload_checkpoint(
     """
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
     try:
+        name = upload_name(upload.fields.get("name"), upload.filename)
         arch = upload.fields.get("arch") or None
+        if arch is not None:
+            stored_text(arch, field="arch", max_length=64)
         arch_config = _arch_config(upload.fields.get("arch_config"))
         sha = upload.writer.sha256
         existing = crud.find_checkpoint(
@@ -100,7 +107,7 @@ async def upload_checkpoint(
     row = crud.create_checkpoint(
         session,
         user=user,
-        name=upload.fields.get("name") or upload.filename or blob_sha[:12],
+        name=name or blob_sha[:12],
         sha256=blob_sha,
         size=upload.writer.size,
         info=info,

@@ -51,7 +51,7 @@ def _public(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ComparisonPublic,
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(400, 401, 404, 422),
 )
 def create_comparison(
     body: ComparisonCreate,
@@ -103,7 +103,7 @@ def read_comparison(
     "/{comparison_id}/share",
     status_code=status.HTTP_201_CREATED,
     response_model=ComparisonPublic,
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(400, 401, 404, 422),
 )
 def create_share(
     comparison_id: str,

@@ -12,10 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
+from backend.blobs import StorageFull, is_no_space
 from backend.core.errors import error_responses
 from backend.inspection import BUILTIN_DATASETS, inspect_dataset
 from backend.models import DatasetFile
-from backend.schemas import DatasetPublic, DatasetsPublic
+from backend.schemas import DatasetPublic, DatasetsPublic, upload_name
 from backend.uploads import receive_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -61,7 +62,12 @@ def dataset_public(row: DatasetFile) -> dict[str, Any]:
 def _inspect_with_suffix(path: Path, fmt: str, timeout: float) -> dict[str, Any]:
     """``genscope inspect --dataset`` picks the reader by suffix: give it a named link."""
     link = path.with_name(f"{path.name}.{'safetensors' if fmt == 'safetensors' else 'npz'}")
-    os.symlink(path, link)
+    try:
+        os.symlink(path, link)
+    except OSError as exc:
+        if is_no_space(exc):
+            raise StorageFull(path.parent, 0) from None
+        raise
     try:
         return inspect_dataset(link, timeout)
     finally:
@@ -73,7 +79,7 @@ def _inspect_with_suffix(path: Path, fmt: str, timeout: float) -> dict[str, Any]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses=error_responses(400, 401, 413, 415, 422, 502, 504),
+    responses=error_responses(400, 401, 413, 415, 422, 502, 504, 507),
     openapi_extra=_UPLOAD_BODY,
     summary="Upload a dataset (npz or safetensors arrays)",
 )
@@ -88,6 +94,7 @@ async def upload_dataset(
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
     fmt = "safetensors" if upload.filename.lower().endswith(".safetensors") else "npz"
     try:
+        name = upload_name(upload.fields.get("name"), upload.filename)
         existing = crud.find_dataset(session, sha256=upload.writer.sha256, user=user)
         if existing is not None:
             return dataset_public(existing)
@@ -100,7 +107,7 @@ async def upload_dataset(
     row = crud.create_dataset(
         session,
         user=user,
-        name=upload.fields.get("name") or upload.filename or sha[:12],
+        name=name or sha[:12],
         sha256=sha,
         size=upload.writer.size,
         fmt=fmt,

@@ -1,25 +1,54 @@
-"""``/api/health``: database, broker and worker state (no authentication)."""
+"""``/api/health``: database, broker and worker state (no authentication).
+
+Health stays open so that load balancers and ``genscope demo`` can poll it, but with auth on a
+caller without a valid token sees only whether each component answers: the database location
+and the worker ids are for users of the server.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 
 from backend import crud
-from backend.api.deps import QueueDep, SessionDep, SettingsDep
+from backend.api.deps import QueueDep, SessionDep, SettingsDep, bearer
 from backend.core.config import redact_url
 from backend.schemas import HealthPublic
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
+def _authenticated(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> bool:
+    """Whether the caller may see the details: auth off, or a valid bearer token."""
+    if settings.auth == "off":
+        return True
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return False
+    try:
+        return crud.get_user_by_token(session, token=credentials.credentials) is not None
+    except Exception:  # the database is down: no details
+        session.rollback()
+        return False
+
+
 @router.get("", response_model=HealthPublic)
-async def health(session: SessionDep, settings: SettingsDep, queue: QueueDep) -> Any:
-    """``ok`` when the database and broker answer; workers seen in the last minute are listed."""
+async def health(
+    session: SessionDep,
+    settings: SettingsDep,
+    queue: QueueDep,
+    detailed: Annotated[bool, Depends(_authenticated)],
+) -> Any:
+    """``ok`` when the database and broker answer; workers seen in the last minute are listed
+    (to callers with a token when auth is on)."""
     import genscope
 
     database: dict[str, Any] = {"ok": True, "url": redact_url(settings.sqlalchemy_url)}
@@ -35,6 +64,10 @@ async def health(session: SessionDep, settings: SettingsDep, queue: QueueDep) ->
         database = {"ok": False, "url": database["url"], "error": type(exc).__name__}
     broker = await run_in_threadpool(queue.ping)
     healthy = database["ok"] and broker["ok"]
+    if not detailed:
+        database = {"ok": database["ok"]}
+        broker = {"ok": broker["ok"]}
+        workers = []
     return {
         "status": "ok" if healthy else "degraded",
         "version": genscope.__version__,

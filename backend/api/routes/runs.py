@@ -36,7 +36,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunPublic,
-    responses=error_responses(401, 404, 422),
+    responses=error_responses(400, 401, 404, 422),
 )
 def create_run(
     body: RunCreate,
