@@ -160,7 +160,7 @@ def test_a_member_that_lies_about_its_size_is_read_only_as_far_as_declared(
 
 
 _RSS_SCRIPT = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from genscope.errors import GenScopeError
 from genscope.io.checkpoints import load_checkpoint
@@ -176,7 +176,10 @@ for spec in json.loads(sys.argv[1]):
         out[path.name] = "loaded"
     except GenScopeError as exc:
         out[path.name] = exc.code
-out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM is this process image's own peak; ru_maxrss would carry the parent's RSS across fork
+status = Path("/proc/self/status").read_text().splitlines()
+hwm = next(line for line in status if line.startswith("VmHWM"))
+out["maxrss_mb"] = int(hwm.split()[1]) / 1024
 print(json.dumps(out))
 """
 
