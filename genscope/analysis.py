@@ -213,10 +213,8 @@ def run_measure(
         return MeasureResult(
             m.id, value, params, time.perf_counter() - start, out, direction=m.direction
         )
-    except GenScopeError as exc:
+    except GenScopeError as exc:  # OutOfMemoryAtEveryChunk too: code out_of_memory
         return _failed(m, params, start, exc.code, exc.message)
-    except OutOfMemoryAtEveryChunk as exc:
-        return _failed(m, params, start, "out_of_memory", str(exc))
     except Exception as exc:  # a bug or an unforeseen model: record it, keep the run going
         log.error("measure %s failed:\n%s", m.id, traceback.format_exc())
         return _failed(m, params, start, "measure_failed", f"{type(exc).__name__}: {exc}")
