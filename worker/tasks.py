@@ -221,8 +221,8 @@ def _disk_full_fails(settings: Settings, run_id: str, task_id: str) -> Iterator[
             run_id,
             task_id,
             "insufficient_storage",
-            f"no room left to store the results under {settings.blob_dir} ({exc}); free disk "
-            "space and run the analysis again",
+            "the server has no room left to store the results; free disk space in its data "
+            "directory and run the analysis again",
         )
         raise _DiskFull() from exc
 
