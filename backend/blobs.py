@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backend.core.errors import ServiceError
+from backend.memo import SizedLRU
 
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -145,6 +146,10 @@ class BlobWriter:
         return sha
 
 
+#: JSON text kept decoded by :meth:`BlobStore.get_json_shared` (the objects take a few times more).
+JSON_MEMO_BYTES = 48 << 20
+
+
 class BlobStore:
     """Files named by the sha256 of their bytes under one root folder."""
 
@@ -154,6 +159,7 @@ class BlobStore:
         self.objects = self.root / "objects"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.objects.mkdir(parents=True, exist_ok=True)
+        self._memo = SizedLRU(JSON_MEMO_BYTES)
 
     def path(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -181,7 +187,19 @@ class BlobStore:
         return self.put_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
 
     def get_json(self, sha256: str) -> Any:
+        """The decoded blob, a fresh copy the caller may change."""
         return json.loads(gzip.decompress(self.path(sha256).read_bytes()))
+
+    def get_json_shared(self, sha256: str) -> Any:
+        """The decoded blob from a per-store memo (:data:`JSON_MEMO_BYTES` of JSON text): blobs
+        never change, so the read routes need not parse the same report twice. Read-only: the
+        object is shared with other requests."""
+
+        def load() -> tuple[Any, int]:
+            raw = gzip.decompress(self.path(sha256).read_bytes())
+            return json.loads(raw), len(raw)
+
+        return self._memo.get_or_make(sha256, load)
 
     def tmp_files(self) -> list[Path]:
         """Files left in ``tmp/`` (the tests check that a refused upload leaves none)."""

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from backend.blobs import BlobStore
 from backend.core.db import utcnow
@@ -201,11 +201,13 @@ def _page(
     order: tuple[Any, ...],
     offset: int,
     limit: int,
+    load: tuple[Any, ...] = (),
 ) -> tuple[list[Any], int]:
-    """One page of the rows matching ``conditions`` in ``order``, and the total count."""
+    """One page of the rows matching ``conditions`` in ``order``, and the total count;
+    ``load`` are loader options (relationships the caller will read, fetched in bulk)."""
     count = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
     rows = session.scalars(
-        select(model).where(*conditions).order_by(*order).offset(offset).limit(limit)
+        select(model).where(*conditions).order_by(*order).offset(offset).limit(limit).options(*load)
     )
     return list(rows), int(count)
 
@@ -310,6 +312,11 @@ def get_run(session: Session, *, run_id: str, user: User) -> Run:
     return _owned(session, Run, run_id, user, "run")
 
 
+#: What :func:`run_public` reads of a run's relationships, loaded with the runs in two queries
+#: instead of two per run.
+RUN_LOADS = (joinedload(Run.checkpoint), selectinload(Run.results))
+
+
 def list_runs(
     session: Session,
     *,
@@ -322,15 +329,22 @@ def list_runs(
     conditions = [Run.user_id == user.id]
     if status:
         conditions.append(Run.status == status)
-    return _page(session, Run, conditions, (Run.created_at.desc(), Run.id.desc()), offset, limit)
+    order = (Run.created_at.desc(), Run.id.desc())
+    return _page(session, Run, conditions, order, offset, limit, RUN_LOADS)
 
 
 def run_report(*, run: Run, blobs: BlobStore) -> dict[str, Any] | None:
-    """The full report of a succeeded run (header + every measure's stored details)."""
+    """The full report of a succeeded run (header + every measure's stored details).
+
+    The measures' details are shared with other requests (:meth:`BlobStore.get_json_shared`):
+    read them, don't change them.
+    """
     if run.status != "succeeded" or run.report_head is None:
         return None
     report = dict(run.report_head)
-    report["measures"] = {row.measure_id: blobs.get_json(row.blob_sha256) for row in run.results}
+    report["measures"] = {
+        row.measure_id: blobs.get_json_shared(row.blob_sha256) for row in run.results
+    }
     return report
 
 
@@ -425,7 +439,9 @@ def list_comparisons(
 def comparison_runs(session: Session, *, comparison: Comparison) -> list[Run]:
     """The comparison's runs in its order (runs deleted since are skipped)."""
     ids = list(comparison.run_ids or [])
-    rows = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)))}
+    rows = {
+        r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids)).options(*RUN_LOADS))
+    }
     return [rows[i] for i in ids if i in rows]
 
 

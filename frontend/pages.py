@@ -339,12 +339,54 @@ try:
     from backend import crud
     from backend.api.deps import BlobsDep, CurrentUser, SessionDep
     from backend.core.errors import NotFound
+    from backend.memo import SizedLRU
 except ImportError:  # pragma: no cover - the dashboard without the service
     crud = None  # type: ignore[assignment]
     log.warning("backend package unavailable: the dashboard's data routes are disabled")
 
 
 if crud is not None:
+    #: Figures of finished runs and comparisons never change: built once, kept by size.
+    _PAYLOADS = SizedLRU(64 << 20)
+
+    def _run_key(run: Any) -> tuple[Any, ...]:
+        return (
+            run.id,
+            run.status,
+            run.finished_at,
+            tuple((r.measure_id, r.blob_sha256) for r in run.results),
+        )
+
+    def _memo_payload(key: tuple[Any, ...], build: Any) -> Any:
+        """``build()`` once per key (the payloads are read-only once made)."""
+
+        def make() -> tuple[Any, int]:
+            payload = build()
+            return payload, len(json.dumps(payload, default=str))
+
+        return _PAYLOADS.get_or_make(key, make)
+
+    def _comparison_payload(
+        session: Any, blobs: Any, comparison: Any, shared: bool | None
+    ) -> dict[str, Any]:
+        """The compare/share payload, memoised once every run has finished."""
+        runs = crud.comparison_runs(session, comparison=comparison)
+        head = {
+            "id": comparison.id,
+            "title": comparison.title,
+            "shared": shared,
+            "created_at": comparison.created_at,
+        }
+
+        def build() -> dict[str, Any]:
+            publics = [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs]
+            return comparison_data(head, publics)
+
+        if any(r.status not in ("succeeded", "failed") for r in runs):
+            return build()
+        key = ("comparison", tuple(head.items()), tuple(_run_key(r) for r in runs))
+        key += (tuple(r.checkpoint.name if r.checkpoint else None for r in runs),)
+        return _memo_payload(key, build)
 
     @router.get("/share/{token}", response_class=HTMLResponse)
     def share_page(token: str, session: SessionDep, blobs: BlobsDep) -> HTMLResponse:
@@ -378,12 +420,11 @@ if crud is not None:
         comparison = crud.get_comparison_by_share_token(session, token=token)
         if comparison is None:
             return None
-        runs = crud.comparison_runs(session, comparison=comparison)
-        publics = [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs]
-        data = comparison_data({"id": comparison.id, "title": comparison.title}, publics)
-        data["comparison"]["id"] = None  # the owner's id is not needed by readers
-        for run in data["runs"]:
-            run["id"] = None  # nothing of the owner's beyond what the page shows
+        shared = _comparison_payload(session, blobs, comparison, None)
+        data = dict(shared)  # the memoised payload stays as it is: copy what changes
+        # the owner's ids are not needed by readers; nothing beyond what the page shows
+        data["comparison"] = {**shared["comparison"], "id": None, "created_at": None}
+        data["runs"] = [{**run, "id": None} for run in shared["runs"]]
         return data
 
     @router.get("/ui/runs")
@@ -407,7 +448,7 @@ if crud is not None:
         return _json({"data": rows, "count": count, "offset": offset, "limit": limit})
 
     @router.get("/ui/runs/{run_id}")
-    async def run_data(
+    def run_data(
         run_id: str,
         session: SessionDep,
         user: CurrentUser,
@@ -423,10 +464,9 @@ if crud is not None:
         if figures_ and run.status == "succeeded":
 
             def build() -> dict[str, Any]:
-                report = crud.run_report(run=run, blobs=blobs)
-                return figures.run_payload({"report": report})
+                return figures.run_payload({"report": crud.run_report(run=run, blobs=blobs)})
 
-            out["payload"] = await run_in_threadpool(build)
+            out["payload"] = _memo_payload(("run", *_run_key(run)), build)
         return _json(out)
 
     @router.get("/ui/runs/{run_id}/report.json")
@@ -447,24 +487,10 @@ if crud is not None:
         )
 
     @router.get("/ui/comparisons/{comparison_id}")
-    async def comparison_page_data(
+    def comparison_page_data(
         comparison_id: str, session: SessionDep, user: CurrentUser, blobs: BlobsDep
     ) -> Response:
         """The owner's comparison: runs, figures, scalar table and gap correlations."""
         comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
-        runs = crud.comparison_runs(session, comparison=comparison)
         shared = crud.active_share_count(session, comparison=comparison) > 0
-
-        def build() -> dict[str, Any]:
-            publics = [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs]
-            return comparison_data(
-                {
-                    "id": comparison.id,
-                    "title": comparison.title,
-                    "shared": shared,
-                    "created_at": comparison.created_at,
-                },
-                publics,
-            )
-
-        return _json(await run_in_threadpool(build))
+        return _json(_comparison_payload(session, blobs, comparison, shared))

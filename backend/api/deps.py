@@ -78,6 +78,7 @@ def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ServiceError("unauthorized", "this server needs an API token: Authorization: Bearer")
     user = crud.get_user_by_token(session, token=credentials.credentials)
+    session.commit()  # end the lookup's transaction: the connection goes back to the pool
     if user is None:
         raise ServiceError("unauthorized", "unknown or revoked API token")
     return user

@@ -40,20 +40,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: Connections per process: as many as the API's thread pool has threads (40, anyio's default)
+#: plus some, so that a request thread never waits for a connection that only a request waiting
+#: for a thread could give back (that wait would stall the API until the pool timeout).
+POOL_SIZE = 10
+POOL_OVERFLOW = 40
+
+
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` (SQLite: WAL, busy timeout, foreign keys)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=connect_args
+        url,
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        connect_args=connect_args,
     )
 
 

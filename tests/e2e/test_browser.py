@@ -533,6 +533,17 @@ def test_share_link_read_only_then_revoked(
     answer = httpx.get(url, timeout=30)
     assert answer.status_code == 200
     assert "noindex" in answer.headers.get("x-robots-tag", "")
+    # the figures are memoised once the runs have finished: readers never get the owner's ids,
+    # and hiding them from readers does not change the owner's copy
+    token = url.rsplit("/", 1)[-1]
+    owner_url = f"{server}/ui/comparisons/{state['comparison']}"
+    for _ in range(2):
+        shared = httpx.get(f"{server}/ui/share/{token}", timeout=30).json()
+        assert shared["comparison"]["id"] is None
+        assert all(run["id"] is None for run in shared["runs"])
+        owner = httpx.get(owner_url, timeout=30).json()
+        assert owner["comparison"]["id"] == state["comparison"] and owner["comparison"]["shared"]
+        assert all(run["id"] for run in owner["runs"])
     assert answer.headers.get("referrer-policy") == "no-referrer"
 
     fresh_browser.get(url)

@@ -7,13 +7,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, SettingsDep
+from backend.blobs import BlobStore
+from backend.core.config import Settings
 from backend.core.errors import ServiceError, error_responses
 from backend.inspection import inspect_checkpoint
+from backend.models import User
 from backend.schemas import CheckpointPublic, CheckpointsPublic, stored_text, upload_name
-from backend.uploads import receive_upload
+from backend.uploads import Upload, receive_upload
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -74,9 +78,17 @@ async def upload_checkpoint(
     """Stream the file into the blob store, inspect it safely, store one row.
 
     The same content with the same architecture is stored once per user: a second upload answers
-    the existing checkpoint.
+    the existing checkpoint. Only the streaming runs on the event loop; the database and the
+    inspection subprocess run in the thread pool (a blocking call on the loop would stall every
+    other request, and under load deadlock on the connection pool).
     """
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    return await run_in_threadpool(_store_checkpoint, upload, session, settings, user, blobs)
+
+
+def _store_checkpoint(
+    upload: Upload, session: Session, settings: Settings, user: User, blobs: BlobStore
+) -> Any:
     try:
         name = upload_name(upload.fields.get("name"), upload.filename)
         arch = upload.fields.get("arch") or None
@@ -94,12 +106,8 @@ async def upload_checkpoint(
         if known is not None and blobs.exists(sha):
             info = dict(known.info)
         else:
-            info = await run_in_threadpool(
-                inspect_checkpoint,
-                upload.writer.path,
-                arch,
-                arch_config,
-                settings.inspect_timeout_seconds,
+            info = inspect_checkpoint(
+                upload.writer.path, arch, arch_config, settings.inspect_timeout_seconds
             )
         blob_sha = upload.writer.commit()
     finally:

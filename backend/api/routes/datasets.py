@@ -9,15 +9,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
-from backend.blobs import StorageFull, is_no_space
+from backend.blobs import BlobStore, StorageFull, is_no_space
+from backend.core.config import Settings
 from backend.core.errors import error_responses
 from backend.inspection import BUILTIN_DATASETS, inspect_dataset
-from backend.models import DatasetFile
+from backend.models import DatasetFile, User
 from backend.schemas import DatasetPublic, DatasetsPublic, upload_name
-from backend.uploads import receive_upload
+from backend.uploads import Upload, receive_upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -92,15 +94,20 @@ async def upload_dataset(
 ) -> Any:
     """Stream the arrays into the blob store, check them in a subprocess, store one row."""
     upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    return await run_in_threadpool(_store_dataset, upload, session, settings, user, blobs)
+
+
+def _store_dataset(
+    upload: Upload, session: Session, settings: Settings, user: User, blobs: BlobStore
+) -> Any:
+    """Inspect and store a received dataset upload (in the thread pool: blocking work)."""
     fmt = "safetensors" if upload.filename.lower().endswith(".safetensors") else "npz"
     try:
         name = upload_name(upload.fields.get("name"), upload.filename)
         existing = crud.find_dataset(session, sha256=upload.writer.sha256, user=user)
         if existing is not None:
             return dataset_public(existing)
-        info = await run_in_threadpool(
-            _inspect_with_suffix, upload.writer.path, fmt, settings.inspect_timeout_seconds
-        )
+        info = _inspect_with_suffix(upload.writer.path, fmt, settings.inspect_timeout_seconds)
         sha = upload.writer.commit()
     finally:
         upload.writer.discard()

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 
@@ -41,7 +40,7 @@ def _authenticated(
 
 
 @router.get("", response_model=HealthPublic)
-async def health(
+def health(
     session: SessionDep,
     settings: SettingsDep,
     queue: QueueDep,
@@ -62,7 +61,7 @@ async def health(
         ]
     except Exception as exc:  # report, don't raise: health must answer
         database = {"ok": False, "url": database["url"], "error": type(exc).__name__}
-    broker = await run_in_threadpool(queue.ping)
+    broker = queue.ping()
     healthy = database["ok"] and broker["ok"]
     if not detailed:
         database = {"ok": database["ok"]}

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, status
-from fastapi.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.deps import (
@@ -119,10 +118,10 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunPublic, responses=error_responses(401, 404))
-async def read_run(
+def read_run(
     run_id: str, session: SessionDep, user: CurrentUser, blobs: BlobsDep, report: bool = True
 ) -> Any:
     """One run: status, progress, error, and the report once succeeded (``report=false`` omits
     it, for cheap polling)."""
     run = crud.get_run(session, run_id=run_id, user=user)
-    return await run_in_threadpool(crud.run_public, run=run, blobs=blobs, with_report=report)
+    return crud.run_public(run=run, blobs=blobs, with_report=report)

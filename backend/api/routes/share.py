@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.deps import BlobsDep, SessionDep
@@ -16,19 +15,15 @@ router = APIRouter(prefix="/share", tags=["share"])
 
 
 @router.get("/{token}", response_model=SharedComparison, responses=error_responses(404))
-async def read_shared(token: str, session: SessionDep, blobs: BlobsDep) -> Any:
+def read_shared(token: str, session: SessionDep, blobs: BlobsDep) -> Any:
     """The comparison this token opens, with every run's report; 404 when unknown or revoked."""
     comparison = crud.get_comparison_by_share_token(session, token=token)
     if comparison is None:
         raise NotFound("share link", "(token)")
     runs = crud.comparison_runs(session, comparison=comparison)
-
-    def build() -> list[dict[str, Any]]:
-        return [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs]
-
     return {
         "id": comparison.id,
         "title": comparison.title,
         "created_at": comparison.created_at,
-        "runs": await run_in_threadpool(build),
+        "runs": [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs],
     }
