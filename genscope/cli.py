@@ -367,7 +367,14 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="pool processes (one per GPU)")] = 1,
     max_tasks_per_child: Annotated[
         int, typer.Option(min=1, help="recycle a pool process after this many runs")
-    ] = 10,
+    ] = 200,
+    max_memory_per_child: Annotated[
+        int,
+        typer.Option(
+            min=64,
+            help="recycle a pool process after a run that left it above this RSS (MiB)",
+        ),
+    ] = 4096,
     pool: Annotated[str, typer.Option(help="prefork | solo")] = "prefork",
     hostname: Annotated[str | None, typer.Option(help="worker node name")] = None,
     loglevel: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING")] = "INFO",
@@ -386,6 +393,7 @@ def worker(
         f"--queues={chosen}",
         f"--concurrency={concurrency}",
         f"--max-tasks-per-child={max_tasks_per_child}",
+        f"--max-memory-per-child={max_memory_per_child * 1024}",  # Celery counts KiB
         f"--pool={pool}",
         "--without-gossip",
         "--without-mingle",
