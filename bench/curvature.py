@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from genscope.linalg.heap import retained_heap  # noqa: E402
 from genscope.linalg.lanczos import eigsh  # noqa: E402
 from genscope.linalg.operators import HessianOperator, module_functional  # noqa: E402
 from genscope.linalg.slq import slq  # noqa: E402
@@ -69,6 +70,12 @@ class Workload:
     @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def to(self, device: torch.device) -> Workload:
+        """The model and the sample moved to ``device`` (built and trained on the CPU)."""
+        self.model.to(device)
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int) -> None:
@@ -193,6 +200,10 @@ class Row:
         return self.seconds / self.hvp
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -202,12 +213,20 @@ class Counter:
         self.n = 0
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work (a no-op on the CPU), so that wall times are complete."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Best wall time of ``repeats`` runs and the result of the last."""
     best, out = math.inf, None
     for _ in range(repeats):
+        synchronize()
         t0 = time.perf_counter()
         out = fn()
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return best, out
 
@@ -246,7 +265,8 @@ class Reference:
         k = values.numel()
         v = vectors.to(torch.float32)
         v = v / torch.linalg.vector_norm(v, dim=0, keepdim=True)
-        hv = self.op32.matvec(v).to(torch.float64)
+        hv = self.op32.matvec(v).to("cpu", torch.float64)
+        v = v.cpu()
         lam1 = float(self.values[0])
         residual = float(torch.linalg.vector_norm(hv - v.double() * values, dim=0).max()) / lam1
         ref = self.values[:k]
@@ -262,18 +282,21 @@ def _operator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> 
 # --------------------------------------------------------------------------------------------
 # HVP paths
 # --------------------------------------------------------------------------------------------
-def hvp_paths(w: Workload) -> dict[str, Any]:
+def hvp_paths(w: Workload, with_pyhessian: bool = True) -> dict[str, Any]:
     """Seconds per HVP of every path (one chunk = the whole sample) and the automatic choice.
 
-    Paths are timed in interleaved rounds (best of the rounds), so a change of machine load
-    affects them alike; the vmap path multiplies a block of 8 probes.
+    GenScope's paths are timed in interleaved rounds (best of the rounds) under the allocator
+    policy its algorithms hold (:mod:`genscope.linalg.heap`), so a change of machine load affects
+    them alike; the vmap path multiplies a block of 8 probes. PyHessian's own product (the same
+    graph reuse, with the fused BatchNorm kernel and the default allocator) is timed in rounds
+    of its own right after, outside the policy.
     """
     op = _operator(w.model, w.x, w.y, path="double_backward")
     x, y = op.chunks[0]
     graph = op._build_graph(x, y)
     gen = torch.Generator().manual_seed(0)
-    v = torch.randn(op.shape[0], 1, generator=gen)
-    block = torch.randn(op.shape[0], 8, generator=gen)
+    v = torch.randn(op.shape[0], 1, generator=gen).to(op.device)
+    block = torch.randn(op.shape[0], 8, generator=gen).to(op.device)
     params = list(w.model.parameters())
     calls: dict[str, Callable[[], Any]] = {
         "gradient": lambda: torch.autograd.grad(F.cross_entropy(w.model(w.x), w.y), params),
@@ -282,13 +305,18 @@ def hvp_paths(w: Workload) -> dict[str, Any]:
         "forward_over_reverse": lambda: op._chunk_product("forward_over_reverse", x, y, v, None),
         VMAP: lambda: op._chunk_product("forward_over_reverse_vmap", x, y, block, None),
     }
+    rounds = 3 if w.expensive else 6
     best = dict.fromkeys(calls, math.inf)
-    for i in range(3 if w.expensive else 6):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            if i > 0:
-                best[name] = min(best[name], time.perf_counter() - t0)
+    with retained_heap(op.device):
+        for i in range(rounds):
+            for name, call in calls.items():
+                synchronize()
+                t0 = time.perf_counter()
+                call()
+                synchronize()
+                if i > 0:
+                    best[name] = min(best[name], time.perf_counter() - t0)
+    graph = None  # free the retained graph before PyHessian builds its own
     best[VMAP] /= 8
     grad = best.pop("gradient")
     auto = _operator(w.model, w.x, w.y)
@@ -303,7 +331,33 @@ def hvp_paths(w: Workload) -> dict[str, Any]:
         "cheapest_path": min(best, key=lambda k: best[k]),
         "ratio": chosen / cheapest,
         "graph_mb": auto.path_info.get("graph_bytes_estimate", 0) / 2**20,
+        "pyhessian": _pyhessian_product_seconds(w, rounds) if with_pyhessian else None,
     }
+
+
+def _pyhessian_product_seconds(w: Workload, rounds: int) -> float | None:
+    """Best seconds of PyHessian's ``hessian_vector_product`` on its own retained graph."""
+    try:
+        ph = importlib.import_module("pyhessian.hessian")
+    except Exception:
+        return None
+    for p in w.model.parameters():
+        p.grad = None
+    hess = ph.hessian(w.model, nn.CrossEntropyLoss(), data=(w.x, w.y), cuda=w.x.is_cuda)
+    gen = torch.Generator().manual_seed(0)
+    vs = [torch.randn(p.shape, generator=gen).to(p.device) for p in hess.params]
+    best = math.inf
+    for i in range(rounds):
+        synchronize()
+        t0 = time.perf_counter()
+        ph.hessian_vector_product(hess.gradsH, hess.params, vs)
+        synchronize()
+        if i > 0:
+            best = min(best, time.perf_counter() - t0)
+    del hess
+    for p in w.model.parameters():
+        p.grad = None
+    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,15 +393,20 @@ def genscope_rows(w: Workload, ref: Reference, repeats: int) -> list[Row]:
     trace_times, plain_times = [], []
     plain = 20 if w.expensive else 99
     for _ in range(repeats if w.expensive else max(2, repeats)):
+        synchronize()
         t0 = time.perf_counter()
         op = _operator(w.model, w.x, w.y)
         est = hutchpp(op, 99, torch.Generator().manual_seed(0))
+        synchronize()
         trace_times.append(time.perf_counter() - t0)
         v = torch.randn(op.shape[0], generator=torch.Generator().manual_seed(0))
-        t0 = time.perf_counter()
-        for _ in range(plain):
-            op @ v
-        plain_times.append((time.perf_counter() - t0) / plain)
+        with retained_heap(op.device):  # the policy Hutch++ ran under
+            synchronize()
+            t0 = time.perf_counter()
+            for _ in range(plain):
+                op @ v
+            synchronize()
+            plain_times.append((time.perf_counter() - t0) / plain)
     row = _trace_row(
         w,
         ref,
@@ -455,7 +514,7 @@ def pyhessian_rows(w: Workload, ref: Reference, repeats: int) -> list[Row]:
             p.grad = None  # PyHessian accumulates into .grad: start clean every time
         counter.n = 0
         torch.manual_seed(0)
-        return ph.hessian(model, criterion, data=(w.x, w.y), cuda=False)
+        return ph.hessian(model, criterion, data=(w.x, w.y), cuda=w.x.is_cuda)
 
     rows = []
     try:
@@ -683,7 +742,7 @@ def check_targets(rows: list[Row], paths: dict[str, dict[str, Any]]) -> list[str
                     f"- {name}: top-5 certified, GenScope {gs5.seconds:.2f} s vs {lib} "
                     f"{best:.2f} s: {'PASS' if gs5.seconds < best else 'FAIL'}"
                 )
-            elif gs5:
+            elif gs5 and any(r.workload == name and r.library == lib for r in rows):
                 lines.append(
                     f"- {name}: {lib} never reached residual ≤ {TOL:g} λ1 in the runs tried"
                 )
@@ -715,6 +774,14 @@ def check_targets(rows: list[Row], paths: dict[str, dict[str, Any]]) -> list[str
     return lines
 
 
+def _device_line(workloads: list[Workload]) -> str:
+    """Where the computations ran: the CPU, or the GPU named by its driver."""
+    device = workloads[0].x.device if workloads else torch.device("cpu")
+    if device.type == "cuda":
+        return f"device {torch.cuda.get_device_name(device)}"
+    return "device CPU"
+
+
 def render(
     rows: list[Row],
     paths: dict[str, dict[str, Any]],
@@ -733,12 +800,14 @@ def render(
         "# Curvature benchmark",
         "",
         f"Command: `{' '.join(['python', 'bench/curvature.py', *sys.argv[1:]])}`  ",
-        f"Machine: 2-core CPU ({platform.processor() or platform.machine()}), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        f"Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
+        f"{_device_line(workloads)}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), "
         f"Python {platform.python_version()}; {', '.join(versions)}  ",
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; total {seconds:.0f} s; "
         f"best of {args.repeats or '3 (1 for the ResNet)'} run(s) per cell; load average at the "
-        f"end {os.getloadavg()[0]:.1f} on 2 cores (a shared machine: timings are noisy); every "
+        f"end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine: timings are "
+        "noisy); every "
         "library ran in the same process on the same data, one after the other.",
         "",
         "Accuracy: *residual* = max_i ‖Hv_i − λ_i v_i‖ / λ_1 recomputed (not timed) for the "
@@ -767,8 +836,9 @@ def render(
         "## HVP cost by path (ms per HVP; whole sample as one chunk)",
         "",
         "| workload | gradient | graph reuse | double backward | fwd-over-rev "
-        "| vmap ×8 (per probe) | auto choice | chosen / cheapest | retained graph |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| vmap ×8 (per probe) | auto choice | chosen / cheapest | retained graph "
+        "| PyHessian's product |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, info in paths.items():
         t = info["paths"]
@@ -777,7 +847,7 @@ def render(
         out.append(
             f"| {name} | {info['gradient'] * 1e3:.1f} | {' | '.join(cells)} | "
             f"{'–' if vm != vm else f'{vm * 1e3:.1f}'} | `{info['chosen']}` | {info['ratio']:.2f} "
-            f"| {info['graph_mb']:.0f} MiB |"
+            f"| {info['graph_mb']:.0f} MiB | {_fmt(_ms(info.get('pyhessian')), '.1f')} |"
         )
     out += [
         "",
@@ -809,6 +879,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda: every library runs there (default cpu)"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS-curvature.md"))
     parser.add_argument("--resnet", default="8,8,512", help="ResNet depth,width,examples")
     parser.add_argument(
@@ -828,10 +901,10 @@ def main(argv: list[str] | None = None) -> int:
     depth, width, n = (int(v) for v in args.resnet.split(","))
     factories = dict(WORKLOADS, resnet=lambda: cifar_resnet(depth, width, n))
     for key in args.workloads.split(","):
-        w = factories[key]()
+        w = factories[key]().to(torch.device(args.device))
         workloads.append(w)
         print(f"== {w.name}: {w.num_params} parameters, {w.x.shape[0]} examples", flush=True)
-        paths[w.name] = hvp_paths(w)
+        paths[w.name] = hvp_paths(w, with_pyhessian="pyhessian" in libs)
         print(f"  paths: {paths[w.name]}", flush=True)
         refs[w.name] = ref = Reference(w)
         print(f"  reference λ: {ref.values.tolist()} ({ref.eig_hvp} HVPs)", flush=True)

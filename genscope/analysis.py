@@ -34,6 +34,7 @@ from genscope.errors import GenScopeError, ShapeMismatch
 from genscope.graph import affine_layers, homogeneity
 from genscope.io.checkpoints import LoadedModel, load_checkpoint, set_eval
 from genscope.io.datasets import Dataset, load_dataset
+from genscope.linalg.heap import retained_heap
 from genscope.measures.context import MIN_CHUNK_SIZE, AnalysisOptions, MeasureContext, ProgressFn
 from genscope.measures.registry import Measure, resolve_measures, resolve_params
 from genscope.report import MeasureResult, Report
@@ -189,14 +190,15 @@ def run_measure(
     """Run one measure; never raise for the measure's own failure (it is recorded).
 
     Out of memory is retried with smaller chunks (:func:`with_chunk_retry`); the simulated
-    memory cap (``GENSCOPE_SIMULATED_MEMORY_CAP_MB``) applies while the measure computes.
+    memory cap (``GENSCOPE_SIMULATED_MEMORY_CAP_MB``) applies while the measure computes, and
+    freed CPU memory stays in the process until it ends (:mod:`genscope.linalg.heap`).
     """
     start = time.perf_counter()
     ctx.progress = progress
     first_chunk = ctx.chunk_size
 
     def compute() -> dict[str, Any]:
-        with ctx.simulated_memory_cap():
+        with ctx.simulated_memory_cap(), retained_heap(ctx.device):
             return dict(m.compute(ctx, params))
 
     try:

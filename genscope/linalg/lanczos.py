@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genscope.linalg.heap import holds_heap
 from genscope.linalg.operators import Operator, as_operator
 
 _WHICH = ("largest", "smallest")
@@ -166,6 +167,7 @@ class _OrthogonalityEstimate:
         self.cur[j + 1] = 1.0
 
 
+@holds_heap
 def lanczos_tridiagonal(
     op: Operator | torch.Tensor,
     v0: torch.Tensor,
@@ -281,6 +283,7 @@ def _select(theta: torch.Tensor, count: int, which: str) -> torch.Tensor:
     return torch.arange(count)
 
 
+@holds_heap
 def eigsh(
     op: Operator | torch.Tensor,
     k: int = 1,

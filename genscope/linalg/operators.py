@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genscope.linalg.eval_batchnorm import AffineEvalBatchNorm
+
 Functional = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
 HESSIAN_PATHS = ("graph", "double_backward", "forward_over_reverse", "forward_over_reverse_vmap")
@@ -179,6 +181,8 @@ class CurvatureOperator(Operator):
         chunk_size: at most this many examples per forward pass.
         path: how products are computed (see the module docstring) or ``"auto"``.
         memory_budget: bytes the retained graphs may take for ``path="auto"``.
+        affine_eval_batchnorm: run inference-mode BatchNorm as its per-channel affine map
+            (:mod:`~genscope.linalg.eval_batchnorm`): the same Hessian, cheaper products.
     """
 
     paths: tuple[str, ...] = ()
@@ -193,6 +197,7 @@ class CurvatureOperator(Operator):
         chunk_size: int = 1024,
         path: str = "auto",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        affine_eval_batchnorm: bool = True,
     ) -> None:
         names = list(params) if names is None else list(names)
         unknown = [n for n in names if n not in params]
@@ -214,8 +219,9 @@ class CurvatureOperator(Operator):
         self.num_examples = int(x.shape[0])
         self.chunk_size = chunk_size
         self.memory_budget = memory_budget
+        self.affine_eval_batchnorm = affine_eval_batchnorm
         self._graphs: list[Any] | None = None
-        self.path_info: dict[str, Any] = {"requested": path}
+        self.path_info: dict[str, Any] = {"requested": path, "affine_eval_batchnorm": 0}
         self.path = self._choose_path(path)
         self.path_info["path"] = self.path
 
@@ -236,7 +242,12 @@ class CurvatureOperator(Operator):
     def _call(self, leaves: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         params = dict(self.fixed)
         params.update(zip(self.names, leaves, strict=True))
-        out = self.functional(params, x)
+        if self.affine_eval_batchnorm:
+            with AffineEvalBatchNorm() as mode:
+                out = self.functional(params, x)
+            self.path_info["affine_eval_batchnorm"] = mode.rewritten
+        else:
+            out = self.functional(params, x)
         if out.ndim != 2:
             raise ValueError(f"expected logits of shape (n, C), got {tuple(out.shape)}")
         return out

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from genscope.linalg.heap import holds_heap
 from genscope.linalg.lanczos import lanczos_tridiagonal
 from genscope.linalg.operators import Operator, as_operator
 from genscope.linalg.trace import rademacher
@@ -70,6 +71,7 @@ class Quadrature:
         return nodes, weights
 
 
+@holds_heap
 def slq(
     op: Operator | torch.Tensor,
     num_steps: int = 80,

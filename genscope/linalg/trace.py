@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genscope.linalg.heap import holds_heap
 from genscope.linalg.operators import Operator, as_operator
 
 
@@ -74,6 +75,7 @@ def _exact_trace(a: Operator) -> Estimate:
     return Estimate(float(torch.diagonal(dense).sum()), 0.0, a.num_matvecs - before, "exact")
 
 
+@holds_heap
 def hutchinson(
     op: Operator | torch.Tensor,
     num_matvecs: int = 99,
@@ -108,6 +110,7 @@ def hutchinson(
     return Estimate(mean, err, a.num_matvecs - before, "hutchinson")
 
 
+@holds_heap
 def hutchpp(
     op: Operator | torch.Tensor,
     num_matvecs: int = 99,
@@ -152,6 +155,7 @@ def hutchpp(
     return Estimate(low_rank + mean, err, a.num_matvecs - before, "hutchpp")
 
 
+@holds_heap
 def frobenius(
     op: Operator | torch.Tensor,
     num_matvecs: int = 30,
