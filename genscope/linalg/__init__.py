@@ -5,6 +5,10 @@
 * :mod:`~genscope.linalg.lanczos`: Lanczos with full reorthogonalization and thick restarts.
 * :mod:`~genscope.linalg.trace`: Hutchinson, Hutch++ and Frobenius-norm estimates with stderr.
 * :mod:`~genscope.linalg.slq`: stochastic Lanczos quadrature spectral densities and outliers.
+* :mod:`~genscope.linalg.eval_batchnorm`: inference-mode BatchNorm as an affine map inside the
+  operators (the same Hessian, cheaper products).
+* :mod:`~genscope.linalg.heap`: freed CPU memory kept in the process while the algorithms run
+  (glibc), so that products do not page-fault their working set back in.
 """
 
 from genscope.linalg.lanczos import EigenResult, Tridiagonal, eigsh, lanczos_tridiagonal

@@ -24,7 +24,9 @@ Hessian-vector products (Pearlmutter 1994) are available along several *paths*:
 
 ``path="auto"`` keeps the graphs when they fit in ``memory_budget`` bytes and otherwise times
 the memory-bounded paths on the first chunk and takes the fastest; the choice is recorded in
-:attr:`CurvatureOperator.path_info`.
+:attr:`CurvatureOperator.path_info`. Whatever the path, inference-mode BatchNorm is
+differentiated as the affine map it is (:mod:`~genscope.linalg.eval_batchnorm`; the count of
+rewritten calls is in ``path_info["affine_eval_batchnorm"]``).
 
 The GGN (Schraudolph 2002, eq. 4; Martens 2020, §8) is G = Σ_i w_i J_iᵀ H_L,i J_i with J_i the
 Jacobian of the logits of example i and H_L,i = diag(p_i) − p_i p_iᵀ the Hessian of the
