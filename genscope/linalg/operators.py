@@ -238,6 +238,20 @@ class CurvatureOperator(Operator):
         """Concatenate per-parameter tensors into a ``(P,)`` vector."""
         return torch.cat([t.reshape(-1) for t in tensors])
 
+    def _flat_or_zero(
+        self,
+        grads: Sequence[torch.Tensor | None],
+        leaves: Sequence[torch.Tensor],
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The flat gradient, zeros for parameters the output does not depend on (into ``out``
+        when given)."""
+        parts = [
+            (torch.zeros_like(p) if g is None else g).reshape(-1)
+            for g, p in zip(grads, leaves, strict=True)
+        ]
+        return torch.cat(parts) if out is None else torch.cat(parts, out=out)
+
     def _leaves(self) -> list[torch.Tensor]:
         return [self.base[n].clone().requires_grad_(True) for n in self.names]
 
@@ -313,11 +327,16 @@ class CurvatureOperator(Operator):
     def _matmat(self, block: torch.Tensor) -> torch.Tensor:
         if self.path == "graph":
             self._build_graphs()
-        total = torch.zeros_like(block)
+        total: torch.Tensor | None = None
         with torch.enable_grad():
             for i, (x, y) in enumerate(self.chunks):
                 graph = self._graphs[i] if self._graphs is not None else None
-                total += self._chunk_product(self.path, x, y, block, graph) * self._weight(x)
+                part = self._chunk_product(self.path, x, y, block, graph)  # a fresh tensor
+                weight = self._weight(x)
+                if weight != 1.0:
+                    part.mul_(weight)
+                total = part if total is None else total.add_(part)
+        assert total is not None  # there is at least one chunk
         return total
 
     def _build_graph(self, x: torch.Tensor, y: torch.Tensor) -> Any:  # pragma: no cover
@@ -374,21 +393,18 @@ class HessianOperator(CurvatureOperator):
         self, path: str, x: torch.Tensor, y: torch.Tensor, block: torch.Tensor, graph: Any
     ) -> torch.Tensor:
         k = block.shape[1]
+        rows = block.T.contiguous()  # column j as a contiguous row: unflattened without a copy
         if path in ("graph", "double_backward"):
             if graph is None:
                 graph = self._build_graph(x, y)
             leaves, grads = graph
-            cols = []
+            out = block.new_empty(k, block.shape[0])
             for j in range(k):
                 hv = torch.autograd.grad(
-                    grads,
-                    leaves,
-                    self.unflatten(block[:, j].contiguous()),
-                    retain_graph=True,
-                    allow_unused=True,
+                    grads, leaves, self.unflatten(rows[j]), retain_graph=True, allow_unused=True
                 )
-                cols.append(self._flat_or_zero(hv, leaves))
-            return torch.stack(cols, dim=1)
+                self._flat_or_zero(hv, leaves, out=out[j])
+            return out.T
         names = self.names
 
         def loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -402,15 +418,8 @@ class HessianOperator(CurvatureOperator):
             return self.flatten([out[n] for n in names])
 
         if path == "forward_over_reverse_vmap" and k > 1:
-            return torch.func.vmap(hvp, in_dims=1, out_dims=1)(block)
-        return torch.stack([hvp(block[:, j]) for j in range(k)], dim=1)
-
-    def _flat_or_zero(
-        self, grads: Sequence[torch.Tensor | None], leaves: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        return self.flatten(
-            [torch.zeros_like(p) if g is None else g for g, p in zip(grads, leaves, strict=True)]
-        )
+            return torch.func.vmap(hvp, in_dims=0, out_dims=1)(rows)
+        return torch.stack([hvp(rows[j]) for j in range(k)], dim=1)
 
 
 class GGNOperator(CurvatureOperator):
@@ -443,23 +452,18 @@ class GGNOperator(CurvatureOperator):
         pairs = [(j, p) for j, p in zip(jtu, leaves, strict=True) if j is not None]
         idx = [i for i, j in enumerate(jtu) if j is not None]
         n = out.shape[0]
-        cols = []
-        for c in range(block.shape[1]):
-            v = self.unflatten(block[:, c])
+        k = block.shape[1]
+        rows = block.T.contiguous()
+        result = block.new_empty(k, block.shape[0])
+        for c in range(k):
+            v = self.unflatten(rows[c])
             (jv,) = torch.autograd.grad(
                 [j for j, _ in pairs], u, [v[i] for i in idx], retain_graph=True
             )
             h = (probs * jv - probs * (probs * jv).sum(dim=1, keepdim=True)) / n
             g = torch.autograd.grad(out, leaves, h, retain_graph=True, allow_unused=True)
-            cols.append(
-                self.flatten(
-                    [
-                        torch.zeros_like(p) if gi is None else gi
-                        for gi, p in zip(g, leaves, strict=True)
-                    ]
-                )
-            )
-        return torch.stack(cols, dim=1)
+            self._flat_or_zero(g, leaves, out=result[c])
+        return result.T
 
 
 def layer_groups(names: Sequence[str]) -> dict[str, list[str]]:

@@ -53,7 +53,7 @@ def rademacher(
 ) -> torch.Tensor:
     """A ``(size, count)`` matrix of independent ±1 entries (drawn on the CPU, then moved)."""
     bits = torch.randint(0, 2, (size, count), generator=generator, dtype=torch.int8)
-    return (bits.to(torch.float64) * 2 - 1).to(device=device, dtype=dtype)
+    return bits.to(dtype).mul_(2).sub_(1).to(device)  # ±1 is exact in every float dtype
 
 
 def _apply(a: Operator, block: torch.Tensor) -> torch.Tensor:
