@@ -11,6 +11,7 @@ for the trace). Every top-k answer is certified afterwards by its true residuals
 
     python bench/curvature.py                # all workloads, writes bench/RESULTS-curvature.md
     python bench/curvature.py --workloads mlp,cnn --repeats 1
+    python bench/curvature.py --device cuda  # every library on the GPU; the card is named
 
 Packages compared (installed without dependencies so that torch stays as it is):
 ``pip install --no-deps pyhessian hessian-eigenthings curvlinops-for-pytorch einops einconv
