@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 _DEFAULTS: dict[str, Any] = {
     "weight": None,
     "bias": None,
@@ -87,7 +86,9 @@ class AffineEvalBatchNorm(TorchFunctionMode):
 _LEGIT_NO_TRAINING = torch.ops.aten._native_batch_norm_legit_no_training.default
 #: Argument names of each BatchNorm entry point (``torch.export`` graphs call the aten ones).
 _SIGNATURES: dict[Any, tuple[str, ...]] = {
-    F.batch_norm: _ARGS,
+    F.batch_norm: (
+        "input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps",
+    ),
     torch.ops.aten.batch_norm.default: (
         "input", "weight", "bias", "running_mean", "running_var", "training", "momentum", "eps",
         "cudnn_enabled",
