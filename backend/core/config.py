@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     inspect_timeout_seconds: float = 180.0  # checkpoint/dataset inspection subprocess
     torch_threads: int = 0  # intra-op threads of a worker child; 0 keeps torch's default
     max_runs_per_comparison: int = 20  # the compare page shows 2 to 20 runs
+    # bounds of one request, checked before memory is held or anything is stored
+    max_form_fields: int = Field(default=32, ge=1)  # parts of one multipart upload, file included
+    max_form_kb: int = Field(default=1024, ge=1)  # text fields of one multipart upload, in total
+    max_measure_memory_mb: int = Field(default=4096, ge=8)  # cap of memory-budget parameters
+    max_measure_batch: int = Field(default=4096, ge=1)  # cap of batch/chunk-size parameters
     analysis_defaults: dict[str, int | str] = Field(
         default_factory=lambda: dict[str, int | str](
             seed=0, hessian_samples=1000, margin_samples=10_000
@@ -114,6 +119,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_form_bytes(self) -> int:
+        return self.max_form_kb * 1024
 
     @property
     def blob_dir(self) -> Path:
