@@ -10,6 +10,11 @@ removed as soon as the limit is passed), hashed on the way, then renamed: the sa
 stored once however often it is uploaded. Measure details (per-example arrays, spectra) are gzip
 JSON blobs written with a fixed mtime, so identical details dedupe too.
 
+Every temp file is held under an exclusive ``flock`` by the process writing it, for as long as it
+is open: a lock dies with its process, so :meth:`BlobStore.remove_partial_uploads` (run at
+start-up) can tell the files of a crashed or killed process (unlocked) from those another live
+API process is still receiving (locked), and removes only the former.
+
 A full disk (``ENOSPC``, or ``EDQUOT`` for a quota) while writing removes the partial temp file
 and raises :class:`StorageFull`, a :class:`~backend.core.errors.ServiceError` with code
 ``insufficient_storage`` (HTTP 507): nothing half-written is ever left in ``tmp/`` or
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gzip
 import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -75,7 +82,16 @@ class BlobWriter:
                 raise StorageFull(store.root, 0) from exc
             raise
         self.path = Path(name)
+        # held on a descriptor of its own until the file is committed or discarded (closing
+        # the write handle after the last chunk must not release it: inspection comes next)
+        self._lock: int | None = os.open(name, os.O_RDONLY)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # a fresh file: nobody else holds it
         self._fh: BinaryIO = os.fdopen(fd, "wb")
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def _full(self, exc: OSError) -> StorageFull:
         written = self.size
@@ -109,6 +125,7 @@ class BlobWriter:
                 self._fh.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        self._unlock()
 
     def close(self) -> None:
         """Flush and close the temp file.
@@ -143,7 +160,22 @@ class BlobWriter:
                 if is_no_space(exc):
                     raise self._full(exc) from exc
                 raise
+            self._unlock()
         return sha
+
+
+#: A temp file written to in the last this many seconds is never removed as partial.
+PARTIAL_UPLOAD_GRACE_SECONDS = 60.0
+
+
+def _unlocked(path: Path) -> bool:
+    """Whether nobody holds ``path``'s lock (its writer is gone)."""
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 #: JSON text kept decoded by :meth:`BlobStore.get_json_shared` (the objects take a few times more).
@@ -200,6 +232,37 @@ class BlobStore:
             return json.loads(raw), len(raw)
 
         return self._memo.get_or_make(sha256, load)
+
+    def remove_partial_uploads(self, *, older_than: float | None = None) -> list[Path]:
+        """Delete the temp files no live process is writing: the partial uploads of a process
+        that died (``kill -9``, a crash, a power cut). Returns the removed paths.
+
+        A file is removed only when its lock can be taken (its writer is gone) and it was last
+        written before ``older_than`` (a timestamp; default: :data:`PARTIAL_UPLOAD_GRACE_SECONDS`
+        ago), so that a file another API process created an instant ago, between creating it
+        and locking it, is left alone. Safe with several API processes on one data directory.
+        """
+        cutoff = time.time() - PARTIAL_UPLOAD_GRACE_SECONDS if older_than is None else older_than
+        removed: list[Path] = []
+        for path in sorted(self.tmp_dir.iterdir()):
+            try:
+                if path.is_symlink():  # a named link made for an inspection
+                    if not path.exists() or (path.lstat().st_mtime < cutoff and _unlocked(path)):
+                        path.unlink()
+                        removed.append(path)
+                    continue
+                if not path.is_file() or path.stat().st_mtime >= cutoff:
+                    continue
+                with open(path, "rb") as fh:
+                    try:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # being written by a live process
+                    path.unlink()  # still locked by us: no writer can be mid-way
+                    removed.append(path)
+            except FileNotFoundError:
+                continue  # committed or discarded meanwhile
+        return removed
 
     def tmp_files(self) -> list[Path]:
         """Files left in ``tmp/`` (the tests check that a refused upload leaves none)."""

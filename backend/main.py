@@ -42,6 +42,9 @@ def start_up(settings: Settings, *, recover_runs: bool = True) -> None:
 
     settings.ensure_dirs()
     migrate(settings.sqlalchemy_url)
+    from backend.recovery import remove_partial_uploads
+
+    remove_partial_uploads(settings)
     if settings.auth == "off":
         with session_scope(settings.sqlalchemy_url) as session:
             crud.get_or_create_local_user(session)

@@ -7,6 +7,13 @@ Run by the API on start-up and by every worker on start-up and then periodically
 * a run ``queued`` for longer than the grace period is re-sent: its message may have been lost
   with a broker restart. The task is idempotent, so a duplicate message is harmless.
 
+A worker child started by ``genscope serve`` dies with it (:func:`die_with_parent`): a ``kill -9``
+of ``serve`` leaves no orphaned worker computing beside the next one; its claimed run is then
+recovered from its expired lease as above.
+
+On start-up the API also removes partial uploads (:func:`remove_partial_uploads`): files left in
+the blob store's ``tmp/`` by a process that was killed mid-upload.
+
 While the broker is down a pass stops at the first send that fails (each failed send waits for
 the producer's retries): the runs stay ``queued`` in the database and the next pass after the
 grace period sends them again, so a broker restarted without its messages loses no run.
@@ -14,13 +21,19 @@ grace period sends them again, so a broker restarted without its messages loses 
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from backend import crud
+from backend.blobs import BlobStore
 from backend.core.config import Settings
 from backend.core.db import session_scope, utcnow
 
@@ -85,3 +98,41 @@ def recover(settings: Settings, sender: Sender | None) -> dict[str, Any]:
     if to_send or failed:
         log.warning("recovery: %d runs re-sent, %d failed as lost", sent, len(failed))
     return {"resent": [r for r, _ in to_send], "failed": failed}
+
+
+def remove_partial_uploads(settings: Settings) -> int:
+    """Delete the blob store's temp files that no live process is writing (the partial uploads of
+    a killed or crashed API process); another API process's uploads in progress are kept
+    (:meth:`backend.blobs.BlobStore.remove_partial_uploads`). Returns how many were removed."""
+    removed = BlobStore(settings.blob_dir).remove_partial_uploads()
+    if removed:
+        log.warning("start-up: removed %d partial uploads left in %s", len(removed), "blobs/tmp")
+    return len(removed)
+
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent thread exits.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGQUIT) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` making the child receive ``sig`` when the
+    process that started it dies, however it dies (``prctl(PR_SET_PDEATHSIG)``, Linux; it
+    survives ``exec``). None where ``prctl`` does not exist: there is nothing to install.
+
+    The default is SIGQUIT, Celery's cold shutdown: the worker stops its pool at once and the
+    run it held is recovered from its lease (SIGTERM would let it finish first, beside the
+    worker of the next ``serve``). A parent already gone when the child starts is noticed too:
+    the child then exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def install() -> None:  # runs in the child between fork and exec: no locks, no logging
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            os._exit(70)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(0)
+
+    return install

@@ -338,9 +338,12 @@ def serve(
     migrate(settings.sqlalchemy_url)
     child = None
     if worker:
+        from backend.recovery import die_with_parent
+
         child = subprocess.Popen(
             [sys.executable, "-m", "genscope.cli", "worker", "--queues", "gpu,cpu"],
             env=dict(os.environ),
+            preexec_fn=die_with_parent(),  # a kill -9 of serve takes the worker with it
         )
     # uvicorn re-raises SIGTERM after its shutdown: turn it into SystemExit so that the worker
     # child is stopped below instead of being orphaned.
