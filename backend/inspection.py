@@ -1,8 +1,12 @@
 """The engine seen from the API without importing torch.
 
 * :func:`inspect_checkpoint` / :func:`inspect_dataset` run ``genscope inspect`` in a subprocess
-  (with a timeout) and turn its one JSON line into a dict, or its ``{"error": ...}`` line into a
-  :class:`ServiceError` with the engine's code.
+  (with a timeout) inside the sandbox (:mod:`backend.sandbox`: the upload bound read-only, a
+  private scratch directory, no network, memory and CPU limits ``GENSCOPE_INSPECT_MEMORY_MB`` /
+  ``GENSCOPE_INSPECT_CPU_SECONDS``) and turn its one JSON line into a dict, or its
+  ``{"error": ...}`` line into a :class:`ServiceError` with the engine's code. At most
+  ``GENSCOPE_MAX_INSPECTIONS`` run at once; a caller waits ``GENSCOPE_INSPECT_QUEUE_SECONDS``
+  for a slot, then gets 503 ``server_busy`` with ``Retry-After``.
 * :func:`measure_catalogue` is the output of ``genscope measures --json``, computed once per
   engine fingerprint (version + the measure modules' files) and cached in the data directory;
   :func:`validate_measures` checks a run request against it with the engine's own parameter
@@ -19,11 +23,15 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from backend import sandbox as sbx
+from backend.core.config import Settings, get_settings
 from backend.core.errors import ServiceError
 
 log = logging.getLogger("genscope.api")
@@ -73,15 +81,100 @@ def _hide_path(text: str, path: Path) -> str:
     )
 
 
-def _inspect(args: list[str], timeout: float, what: str) -> dict[str, Any]:
-    proc = _cli("inspect", *args, timeout=timeout)
+class InspectionsBusy(ServiceError):
+    """Every inspection slot stayed taken while the caller waited (503 with Retry-After)."""
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            "server_busy",
+            f"{limit} uploads are being inspected; try again in {retry_after} s "
+            "(GENSCOPE_MAX_INSPECTIONS)",
+            {"retry_after": retry_after},
+        )
+        self.retry_after = retry_after
+
+
+_slots_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _slot_pool(limit: int) -> threading.BoundedSemaphore:
+    with _slots_lock:
+        if limit not in _slots:
+            _slots[limit] = threading.BoundedSemaphore(limit)
+        return _slots[limit]
+
+
+@contextmanager
+def inspection_slot(settings: Settings) -> Iterator[None]:
+    """One of ``GENSCOPE_MAX_INSPECTIONS`` slots, waited for at most
+    ``GENSCOPE_INSPECT_QUEUE_SECONDS``; :class:`InspectionsBusy` beyond that."""
+    pool = _slot_pool(settings.max_inspections)
+    if not pool.acquire(timeout=settings.inspect_queue_seconds):
+        raise InspectionsBusy(
+            settings.max_inspections, max(1, round(settings.inspect_queue_seconds))
+        )
+    try:
+        yield
+    finally:
+        pool.release()
+
+
+def _sandboxed_inspect(
+    path: Path, extra: list[str], timeout: float, settings: Settings
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``genscope inspect PATH EXTRA...`` in the sandbox; returns the process and the path the
+    child saw (for messages)."""
+    box = sbx.from_settings(settings)
+    limits = sbx.Limits(
+        memory_mb=settings.inspect_memory_mb, cpu_seconds=settings.inspect_cpu_seconds
+    )
+    with inspection_slot(settings), tempfile.TemporaryDirectory(prefix="genscope-inspect-") as tmp:
+        seen = box.path_for(path)
+        argv = box.command(
+            "genscope.cli",
+            ["inspect", seen, *extra],
+            scratch=Path(tmp),
+            inputs=[path],
+            limits=limits,
+        )
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=box.child_env(Path(tmp)),
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ServiceError(
+                "inspect_timeout", f"inspecting the file took longer than {timeout:.0f} s"
+            ) from None
+    hit = sbx.limit_hit(proc.returncode, limits)
+    if hit is not None:
+        log.error("inspect of %s stopped by the sandbox: %s", path.name, hit)
+        raise ServiceError(
+            "sandbox_limit",
+            f"inspecting the file went past the sandbox's limit on {hit}",
+            {"limit": hit},
+        )
+    return proc, seen
+
+
+def _inspect(
+    args: list[str], timeout: float, what: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    settings = settings or get_settings()
+    path = Path(args[0])
+    proc, seen = _sandboxed_inspect(path, args[1:], timeout, settings)
     try:
         out = _last_json_line(proc.stdout)
     except ValueError:
         out = None
     if isinstance(out, dict) and "error" in out and proc.returncode == 2:
         err = out["error"]
-        message = _hide_path(str(err.get("message", "")), Path(args[0]))
+        message = _hide_path(_hide_path(str(err.get("message", "")), Path(seen)), path)
         raise ServiceError(err.get("code", "bad_request"), message, err.get("detail"))
     if proc.returncode != 0 or not isinstance(out, dict):
         log.error(
@@ -92,7 +185,11 @@ def _inspect(args: list[str], timeout: float, what: str) -> dict[str, Any]:
 
 
 def inspect_checkpoint(
-    path: Path, arch: str | None, arch_config: Mapping[str, Any] | None, timeout: float
+    path: Path,
+    arch: str | None,
+    arch_config: Mapping[str, Any] | None,
+    timeout: float,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """What ``genscope inspect`` says of a checkpoint (format, sha256, num_params, layers...)."""
     args = [str(path)]
@@ -100,12 +197,12 @@ def inspect_checkpoint(
         args += ["--arch", arch]
     if arch_config is not None:
         args += ["--arch-config", json.dumps(dict(arch_config))]
-    return _inspect(args, timeout, "checkpoint")
+    return _inspect(args, timeout, "checkpoint", settings)
 
 
-def inspect_dataset(path: Path, timeout: float) -> dict[str, Any]:
+def inspect_dataset(path: Path, timeout: float, settings: Settings | None = None) -> dict[str, Any]:
     """What ``genscope inspect --dataset`` says of an npz/safetensors file."""
-    return _inspect([str(path), "--dataset"], timeout, "dataset")
+    return _inspect([str(path), "--dataset"], timeout, "dataset", settings)
 
 
 def engine_fingerprint() -> str:

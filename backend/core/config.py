@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     max_form_kb: int = Field(default=1024, ge=1)  # text fields of one multipart upload, in total
     max_measure_memory_mb: int = Field(default=4096, ge=8)  # cap of memory-budget parameters
     max_measure_batch: int = Field(default=4096, ge=1)  # cap of batch/chunk-size parameters
+    # the sandbox around every process that reads a user's file (backend/sandbox.py)
+    sandbox: Literal["bwrap", "off"] = "bwrap"  # off: no sandbox, trusted single-user machine
+    inspect_memory_mb: int = Field(default=4096, ge=64)  # RLIMIT_DATA of an inspection
+    inspect_cpu_seconds: int = Field(default=300, ge=1)  # RLIMIT_CPU of an inspection
+    run_memory_mb: int = Field(default=16384, ge=256)  # RLIMIT_DATA of a run's computation
+    run_cpu_seconds: int = Field(default=0, ge=0)  # 0: task time limit x CPU cores
+    max_inspections: int = Field(default=2, ge=1)  # concurrent inspections of the API
+    inspect_queue_seconds: float = Field(default=10.0, ge=0)  # wait for a slot, then 503
     analysis_defaults: dict[str, int | str] = Field(
         default_factory=lambda: dict[str, int | str](
             seed=0, hessian_samples=1000, margin_samples=10_000

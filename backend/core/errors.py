@@ -47,6 +47,8 @@ ERROR_CODE_TO_HTTP_STATUS: dict[str, int] = {
     "unsupported_media_type": 415,
     "too_many_runs": 422,
     "inspect_failed": 502,
+    "sandbox_limit": 422,
+    "server_busy": 503,
     "broker_unavailable": 503,
     "database_unavailable": 503,
     "inspect_timeout": 504,
@@ -123,6 +125,8 @@ def _render(
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthorized" else None
+    if getattr(exc, "retry_after", None) is not None:
+        headers = {"Retry-After": str(exc.retry_after)}
     return _render(exc.status_code, exc.body(), headers)
 
 
