@@ -308,25 +308,24 @@ def _compute(
             m.id: _key(**common, measure=m.id, params=resolved[m.id], engine=engine_version)
             for m in selected
         }
-        cached, head = _cached(settings, list(keys.values()), head_key)
+        cached, head = _cached(settings, list(keys.values()), head_key, run_id, data_name)
         missing = [m for m in selected if keys[m.id] not in cached]
         fresh: dict[str, Any] = {}
         if missing or head is None:
-            from genscope import analyze
-            from genscope.io.checkpoints import load_checkpoint
+            from worker.sandboxed import analyze_in_sandbox
 
             todo = missing or selected
-            model = load_checkpoint(
-                blobs.path(ckpt["sha256"]), arch=ckpt["arch"], arch_config=ckpt["arch_config"]
-            )
-            report = analyze(
-                model,
+            report = analyze_in_sandbox(  # loading and computation in the sandboxed child
+                settings,
+                progress,
+                blobs.path(ckpt["sha256"]),
+                ckpt["arch"],
+                ckpt["arch_config"],
                 data_spec,
-                measures=[m.id for m in todo],
-                params={m.id: resolved[m.id] for m in todo},
-                options=opts,
-                progress=progress,
-            ).to_dict()
+                [m.id for m in todo],
+                {m.id: resolved[m.id] for m in todo},
+                {**opts_key, "device": opts.device},
+            )
             fresh = report.pop("measures")
             report["data"]["name"] = data_name
             head = report
@@ -384,9 +383,15 @@ def _compute(
 
 
 def _cached(
-    settings: Settings, keys: list[str], head_key: str
+    settings: Settings, keys: list[str], head_key: str, run_id: str, data_name: str
 ) -> tuple[dict[str, MeasureResultRow], dict[str, Any] | None]:
-    """Stored successful results for these cache keys, and a stored report header."""
+    """Stored successful results for these cache keys, and a report header for this run.
+
+    The header comes from a run of the same user when there is one; a header stored by another
+    user's run (same content, so the same ``head_key``) is used only with its user-given fields
+    rewritten from this run (:func:`_own_head`): a cached report never shows another user's
+    names.
+    """
     with session_scope(settings.sqlalchemy_url) as session:
         rows = session.scalars(
             select(MeasureResultRow)
@@ -399,14 +404,25 @@ def _cached(
             .order_by(MeasureResultRow.id)
         )
         found = {row.cache_key: row for row in rows}
+        this = session.get(Run, run_id)
+        owner = this.user_id if this is not None else None
         head_run = session.scalars(
             select(Run)
             .where(Run.head_key == head_key, Run.status == "succeeded")
-            .order_by(Run.finished_at.desc())
+            .order_by((Run.user_id == owner).desc(), Run.finished_at.desc())
             .limit(1)
         ).first()
         head = dict(head_run.report_head) if head_run and head_run.report_head else None
-    return found, head
+    return found, None if head is None else _own_head(head, data_name)
+
+
+def _own_head(head: dict[str, Any], data_name: str) -> dict[str, Any]:
+    """A stored report header made this run's: the only user-given field of a header is the
+    dataset's display name (``data.name``; the model block holds content hashes and the
+    architecture, ``settings`` the engine's own values), so it is set from this run."""
+    data = dict(head.get("data") or {})
+    data["name"] = data_name
+    return {**head, "data": data}
 
 
 def _finish(
