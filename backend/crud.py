@@ -24,10 +24,12 @@ Use them with the dependency aliases of :mod:`backend.api.deps` (``SessionDep``,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from backend.blobs import BlobStore
@@ -44,6 +46,7 @@ from backend.models import (
     ShareLink,
     User,
     WorkerBeat,
+    checkpoint_config_key,
 )
 
 LOCAL_USER = "local"
@@ -101,15 +104,34 @@ def list_users(session: Session) -> list[User]:
 
 
 def revoke_user_tokens(session: Session, *, name: str) -> int:
+    """Revoke every token of the user, and every share link of the user's comparisons (a link
+    lives no longer than its owner's access); returns how many tokens were active."""
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise NotFound("user", name)
+    now = utcnow()
     result = session.execute(
         update(ApiToken)
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
+    )
+    owned = select(Comparison.id).where(Comparison.user_id == user.id)
+    session.execute(
+        update(ShareLink)
+        .where(ShareLink.comparison_id.in_(owned), ShareLink.revoked_at.is_(None))
+        .values(revoked_at=now)
     )
     return _rowcount(result)
+
+
+def has_access(session: Session, *, user: User) -> bool:
+    """Whether ``user`` can still use the service: active, and either holding an unrevoked
+    token or never having had one (the local user of the embedded default)."""
+    if not user.is_active:
+        return False
+    any_token = exists().where(ApiToken.user_id == user.id)
+    live_token = exists().where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    return bool(session.scalar(select(or_(~any_token, live_token))))
 
 
 # --- checkpoints and datasets ------------------------------------------------------------------
@@ -133,13 +155,36 @@ def find_checkpoint(
     user: User | None = None,
 ) -> Checkpoint | None:
     """An already stored checkpoint with this content and architecture (of ``user`` if given)."""
-    query = select(Checkpoint).where(Checkpoint.sha256 == sha256)
+    query = select(Checkpoint).where(
+        Checkpoint.sha256 == sha256,
+        Checkpoint.config_key == checkpoint_config_key(arch, arch_config),
+    )
     if user is not None:
         query = query.where(Checkpoint.user_id == user.id)
     for row in session.scalars(query.order_by(Checkpoint.created_at)):
         if row.arch == arch and _same_config(row.arch_config, arch_config):
             return row
     return None
+
+
+def _insert_or_get(session: Session, row: Any, find: Callable[[], Any]) -> Any:
+    """Insert ``row`` in a savepoint; if a unique constraint says an equal row exists (another
+    request stored the same upload meanwhile), answer that row instead.
+
+    The constraint decides, not a check before the insert: of concurrent identical inserts one
+    wins and the others wait for it, fail, and read its row. The caller's other pending changes
+    are kept (only the savepoint is rolled back).
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        existing = find()
+        if existing is None:
+            raise
+        return existing
+    return row
 
 
 def create_checkpoint(
@@ -153,6 +198,8 @@ def create_checkpoint(
     arch: str | None,
     arch_config: dict[str, Any] | None,
 ) -> Checkpoint:
+    """Store a checkpoint row; when the user already has this content and architecture (an
+    identical upload stored concurrently), that row is answered instead."""
     row = Checkpoint(
         user_id=user.id,
         name=name,
@@ -162,11 +209,16 @@ def create_checkpoint(
         num_params=int(info.get("num_params", 0)),
         arch=arch,
         arch_config=arch_config,
+        config_key=checkpoint_config_key(arch, arch_config),
         info=info,
     )
-    session.add(row)
-    session.flush()
-    return row
+    return _insert_or_get(
+        session,
+        row,
+        lambda: find_checkpoint(
+            session, sha256=sha256, arch=arch, arch_config=arch_config, user=user
+        ),
+    )
 
 
 #: Ids are 32 hex characters (:func:`backend.models.new_id`); the id columns are ``String(32)``.
@@ -240,6 +292,7 @@ def create_dataset(
     fmt: str,
     info: dict[str, Any],
 ) -> DatasetFile:
+    """Store a dataset row; when the user already has this content, that row is answered."""
     row = DatasetFile(
         user_id=user.id,
         name=name,
@@ -251,9 +304,7 @@ def create_dataset(
         num_classes=int(info.get("num_classes", 0)),
         info=info,
     )
-    session.add(row)
-    session.flush()
-    return row
+    return _insert_or_get(session, row, lambda: find_dataset(session, sha256=sha256, user=user))
 
 
 def get_dataset(session: Session, *, dataset_id: str, user: User) -> DatasetFile:
@@ -488,13 +539,23 @@ def active_share_count(session: Session, *, comparison: Comparison) -> int:
 
 
 def get_comparison_by_share_token(session: Session, *, token: str) -> Comparison | None:
-    """The comparison an active share token opens; None when unknown, revoked or expired."""
+    """The comparison an active share token opens; None when unknown, revoked or expired, and
+    when its owner has lost access (removed, inactive, or every token revoked:
+    :func:`has_access`)."""
     if not token or len(token) > 200:
         return None
     link = session.scalar(
         select(ShareLink).where(ShareLink.token_hash == hash_token(token), _share_link_active())
     )
-    return None if link is None else session.get(Comparison, link.comparison_id)
+    if link is None:
+        return None
+    comparison = session.get(Comparison, link.comparison_id)
+    if comparison is None:
+        return None
+    owner = session.get(User, comparison.user_id)
+    if owner is None or not has_access(session, user=owner):
+        return None
+    return comparison
 
 
 # --- recovery and workers ----------------------------------------------------------------------

@@ -8,6 +8,8 @@ spectra) are compact gzip JSON blobs in the content-addressed blob store, refere
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -62,7 +64,18 @@ class ApiToken(Base):
 
 
 class Checkpoint(Base):
+    """An uploaded checkpoint: one row per user, content and architecture.
+
+    ``config_key`` is the sha256 of the canonical JSON of ``[arch, arch_config]``
+    (:func:`checkpoint_config_key`), so that the unique index can hold the architecture: two
+    identical uploads at the same time give one row, not two (the second insert fails and answers
+    the first's row).
+    """
+
     __tablename__ = "checkpoints"
+    __table_args__ = (
+        Index("uq_checkpoints_user_content", "user_id", "sha256", "config_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -73,12 +86,24 @@ class Checkpoint(Base):
     num_params: Mapped[int] = mapped_column(BigInteger)
     arch: Mapped[str | None] = mapped_column(String(64), nullable=True)
     arch_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    config_key: Mapped[str] = mapped_column(String(64), server_default="")
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
+def checkpoint_config_key(arch: str | None, arch_config: dict[str, Any] | None) -> str:
+    """The sha256 of ``[arch, arch_config]`` as sorted compact JSON (an empty config is none)."""
+    text = json.dumps(
+        [arch, arch_config or None], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class DatasetFile(Base):
+    """An uploaded dataset: one row per user and content (a unique index)."""
+
     __tablename__ = "datasets"
+    __table_args__ = (Index("uq_datasets_user_content", "user_id", "sha256", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from backend.core.errors import ErrorBody, ServiceError
 
@@ -29,6 +29,82 @@ UTCDateTime = Annotated[datetime, PlainSerializer(_utc_iso, return_type=str)]
 MAX_NAME_LENGTH = 255
 
 
+def lone_surrogate(value: str) -> int | None:
+    """The index of the first lone UTF-16 surrogate (U+D800..U+DFFF) in ``value``, or None.
+
+    JSON's ``\\ud800`` escape (and ``json.loads`` of a form field) yields such strings; they are
+    not text (no UTF-8 form), so PostgreSQL, the JSON encoder of the answers and the pages
+    all refuse them later, after the row was stored (a 500 on every later listing).
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return int(exc.start)
+    return None
+
+
+def _shown_key(key: Any) -> str:
+    """A dict key as it appears in an error path (escaped: it may itself be the bad text)."""
+    text = str(key)
+    return text if lone_surrogate(text) is None else ascii(text)[1:-1]
+
+
+def find_lone_surrogate(value: Any, path: str = "") -> tuple[str, int] | None:
+    """Where the first lone surrogate is in a JSON-like value (strings, dict keys and values,
+    lists): ``(path, index in that string)``, or None."""
+    if isinstance(value, str):
+        at = lone_surrogate(value)
+        return None if at is None else (path, at)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{_shown_key(key)}" if path else _shown_key(key)
+            if isinstance(key, str) and (at := lone_surrogate(key)) is not None:
+                return (where, at)
+            found = find_lone_surrogate(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for k, item in enumerate(value):
+            found = find_lone_surrogate(item, f"{path}[{k}]")
+            if found is not None:
+                return found
+    return None
+
+
+def surrogate_message(where: str, at: int) -> str:
+    return (
+        f"{where or 'the value'} is not valid UTF-8 text: a lone UTF-16 surrogate at character "
+        f"{at} (send Unicode text; \\ud800-\\udfff escapes must come in pairs)"
+    )
+
+
+def utf8_text(value: Any, *, field: str) -> Any:
+    """``value`` unchanged if every string in it (dict keys included) is valid Unicode text.
+
+    Raises:
+        ServiceError: ``validation_error`` (422) naming the field, before anything is stored.
+    """
+    found = find_lone_surrogate(value, field)
+    if found is not None:
+        raise ServiceError("validation_error", surrogate_message(*found), {"field": found[0]})
+    return value
+
+
+class RequestBody(BaseModel):
+    """Base of the JSON request bodies: unknown fields are refused, and so is any string with a
+    lone surrogate, anywhere in the body (422 before a handler runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8_only(cls, data: Any) -> Any:
+        found = find_lone_surrogate(data)
+        if found is not None:
+            raise ValueError(surrogate_message(*found))
+        return data
+
+
 def no_nul(value: str) -> str:
     """Refuse NUL characters: PostgreSQL text cannot hold them (the insert was a 500)."""
     if "\x00" in value:
@@ -39,7 +115,7 @@ def no_nul(value: str) -> str:
 def stored_text(value: str, *, field: str, max_length: int = MAX_NAME_LENGTH) -> str:
     """A user-given name or title as the database stores it: verbatim (Unicode, RTL marks,
     ``../`` and markup are kept; pages escape them and no name is ever used as a path), but
-    without NUL characters and at most ``max_length`` characters.
+    without NUL characters or lone surrogates and at most ``max_length`` characters.
 
     Raises:
         ServiceError: ``validation_error`` (422) naming the field.
@@ -48,6 +124,7 @@ def stored_text(value: str, *, field: str, max_length: int = MAX_NAME_LENGTH) ->
         raise ServiceError(
             "validation_error", f"{field} must not contain NUL characters", {"field": field}
         )
+    utf8_text(value, field=field)
     if len(value) > max_length:
         raise ServiceError(
             "validation_error",
@@ -116,10 +193,8 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-class RunOptions(BaseModel):
+class RunOptions(RequestBody):
     """Run-wide analysis options (``genscope analyze`` flags); defaults from the settings."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # bounded so a seed fits torch's 64-bit generator and a sample count a 32-bit index
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
@@ -128,10 +203,8 @@ class RunOptions(BaseModel):
     dtype: Literal["float32", "float64"] | None = None
 
 
-class RunCreate(BaseModel):
+class RunCreate(RequestBody):
     """``POST /api/runs``: analyse one checkpoint on one dataset."""
-
-    model_config = ConfigDict(extra="forbid")
 
     checkpoint_id: str
     dataset: str = Field(description="built-in spec (digits, moons, blobs, linear) or dataset id")
@@ -211,10 +284,8 @@ class MeasuresPublic(BaseModel):
     groups: list[str]
 
 
-class ComparisonCreate(BaseModel):
+class ComparisonCreate(RequestBody):
     """``POST /api/comparisons``: some of the user's runs side by side."""
-
-    model_config = ConfigDict(extra="forbid")
 
     run_ids: list[str] = Field(min_length=1)
     title: SafeText | None = Field(default=None, max_length=MAX_NAME_LENGTH)
@@ -223,10 +294,8 @@ class ComparisonCreate(BaseModel):
     )
 
 
-class ShareCreate(BaseModel):
+class ShareCreate(RequestBody):
     """``POST /api/comparisons/{id}/share``: a new link, optionally expiring."""
-
-    model_config = ConfigDict(extra="forbid")
 
     expires_in_hours: float | None = Field(
         default=None, gt=0, le=24 * 366, description="the link expires after this long"
@@ -258,13 +327,39 @@ class ShareRevoked(BaseModel):
     revoked: int = Field(description="how many active links were revoked")
 
 
+class SharedRun(BaseModel):
+    """A run as an anonymous share link shows it: what the share page shows, nothing more (no
+    run, checkpoint, dataset or user ids, no worker name, no queue or attempts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint_name: str | None = None
+    status: RunStatus
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+    error: ErrorBody | None = None
+    dataset: str = Field(description="the built-in dataset's name or the uploaded dataset's name")
+    measures: list[str]
+    params: dict[str, Any] = Field(
+        description="checkpoint-valued parameters show the checkpoint's sha256, not its id"
+    )
+    options: dict[str, Any]
+    created_at: UTCDateTime
+    started_at: UTCDateTime | None = None
+    finished_at: UTCDateTime | None = None
+    results: list[MeasureScalar] = Field(default_factory=list)
+    report: dict[str, Any] | None = Field(
+        default=None, description="schema genscope.report/1, once succeeded"
+    )
+
+
 class SharedComparison(BaseModel):
     """A comparison opened by its share token: read-only, with every run's report."""
 
     id: str
     title: str
     created_at: UTCDateTime
-    runs: list[RunPublic]
+    runs: list[SharedRun]
 
 
 class ComponentHealth(BaseModel):

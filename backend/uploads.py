@@ -6,6 +6,12 @@ request stream itself (python-multipart's push parser): the ``file`` part goes c
 into a :class:`~backend.blobs.BlobWriter` that hashes it and stops at the limit, removing the
 partial file at once; the small text fields are kept in memory (capped). A full disk answers 507
 ``insufficient_storage`` (:class:`~backend.blobs.StorageFull`), also with the partial file removed.
+
+Everything else a form can make the API hold is bounded too, and checked as the bytes arrive
+(before they are kept): the number of parts (``GENSCOPE_MAX_FORM_FIELDS``, the file included),
+the total size of the text fields (``GENSCOPE_MAX_FORM_KB``), each text field
+(:data:`MAX_FIELD_BYTES`) and each part's headers (:data:`MAX_HEADER_BYTES`). Past a bound the
+request answers 413 ``payload_too_large`` and the partial file is removed.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from backend.blobs import BlobStore, BlobWriter, UploadTooLarge
 from backend.core.errors import ServiceError
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # the headers of one part (name, filename, content type)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and the small fields around the file
+DEFAULT_MAX_FIELDS = 32
+DEFAULT_MAX_FORM_BYTES = 1 << 20
 
 
 @dataclass
@@ -41,9 +50,19 @@ def too_large(limit: int) -> ServiceError:
     )
 
 
+def form_too_large(message: str, detail: dict[str, Any]) -> ServiceError:
+    return ServiceError("payload_too_large", message, detail)
+
+
 class _Parts:
-    def __init__(self, store: BlobStore, limit: int, file_field: str) -> None:
+    def __init__(
+        self, store: BlobStore, limit: int, file_field: str, max_fields: int, max_form_bytes: int
+    ) -> None:
         self.store, self.limit, self.file_field = store, limit, file_field
+        self.max_fields, self.max_form_bytes = max_fields, max_form_bytes
+        self.parts = 0
+        self.form_bytes = 0  # text field bytes (names and values) received so far
+        self.header_bytes = 0
         self.header_name = b""
         self.header_value = b""
         self.disposition = b""
@@ -56,14 +75,31 @@ class _Parts:
         self.in_file = False
 
     def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_fields:
+            raise form_too_large(
+                f"the form has more than {self.max_fields} parts (GENSCOPE_MAX_FORM_FIELDS)",
+                {"max_fields": self.max_fields},
+            )
+        self.header_bytes = 0
         self.disposition, self.name, self.filename = b"", "", None
         self.buffer = bytearray()
         self.in_file = False
 
+    def _count_header(self, size: int) -> None:
+        self.header_bytes += size
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise form_too_large(
+                f"a form part's headers are longer than {MAX_HEADER_BYTES} bytes",
+                {"max_header_bytes": MAX_HEADER_BYTES},
+            )
+
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_name += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
@@ -74,6 +110,7 @@ class _Parts:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.disposition)
         self.name = options.get(b"name", b"").decode("utf-8", "replace")
+        self.form_bytes += len(self.name)
         raw_filename = options.get(b"filename")
         self.filename = None if raw_filename is None else raw_filename.decode("utf-8", "replace")
         if self.name == self.file_field and self.filename is not None:
@@ -88,9 +125,16 @@ class _Parts:
             assert self.writer is not None
             self.writer.write(data[start:end])
         else:
-            self.buffer.extend(data[start:end])
-            if len(self.buffer) > MAX_FIELD_BYTES:
+            self.form_bytes += end - start
+            if self.form_bytes > self.max_form_bytes:
+                raise form_too_large(
+                    f"the form's text fields are larger than {self.max_form_bytes // 1024} KB "
+                    "in total (GENSCOPE_MAX_FORM_KB)",
+                    {"max_form_bytes": self.max_form_bytes},
+                )
+            if len(self.buffer) + end - start > MAX_FIELD_BYTES:
                 raise ServiceError("bad_request", f"form field {self.name!r} is too long")
+            self.buffer.extend(data[start:end])
 
     def on_part_end(self) -> None:
         if self.in_file:
@@ -113,12 +157,22 @@ class _Parts:
 
 
 async def receive_upload(
-    request: Request, store: BlobStore, limit: int, file_field: str = "file"
+    request: Request,
+    store: BlobStore,
+    limit: int,
+    file_field: str = "file",
+    *,
+    max_fields: int = DEFAULT_MAX_FIELDS,
+    max_form_bytes: int = DEFAULT_MAX_FORM_BYTES,
 ) -> Upload:
     """Stream a multipart request's ``file`` part into the blob store's temp folder.
 
+    ``max_fields`` bounds the number of parts (the file included) and ``max_form_bytes`` the
+    total size of the text fields; both are checked as the parts arrive.
+
     Raises:
-        ServiceError: 413 ``payload_too_large`` (nothing left on disk), 507
+        ServiceError: 413 ``payload_too_large`` (the file or the form past a bound; nothing left
+            on disk), 507
             ``insufficient_storage`` when the disk fills up (nothing left either), 415 when the
             request is not multipart, 400 when the ``file`` part is missing or the body is
             malformed.
@@ -132,7 +186,7 @@ async def receive_upload(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
         raise too_large(limit)
-    parts = _Parts(store, limit, file_field)
+    parts = _Parts(store, limit, file_field, max_fields, max_form_bytes)
     parser = MultipartParser(options[b"boundary"], parts.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():

@@ -16,7 +16,13 @@ from backend.core.config import Settings
 from backend.core.errors import ServiceError, error_responses
 from backend.inspection import inspect_checkpoint
 from backend.models import User
-from backend.schemas import CheckpointPublic, CheckpointsPublic, stored_text, upload_name
+from backend.schemas import (
+    CheckpointPublic,
+    CheckpointsPublic,
+    stored_text,
+    upload_name,
+    utf8_text,
+)
 from backend.uploads import Upload, receive_upload
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
@@ -57,7 +63,7 @@ def _arch_config(raw: str | None) -> dict[str, Any] | None:
         ) from None
     if not isinstance(value, dict):
         raise ServiceError("bad_architecture", "arch_config must be a JSON object")
-    return value
+    return utf8_text(value, field="arch_config")
 
 
 @router.post(
@@ -82,7 +88,13 @@ async def upload_checkpoint(
     inspection subprocess run in the thread pool (a blocking call on the loop would stall every
     other request, and under load deadlock on the connection pool).
     """
-    upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    upload = await receive_upload(
+        request,
+        blobs,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_form_bytes=settings.max_form_bytes,
+    )
     return await run_in_threadpool(_store_checkpoint, upload, session, settings, user, blobs)
 
 

@@ -93,7 +93,13 @@ async def upload_dataset(
     blobs: BlobsDep,
 ) -> Any:
     """Stream the arrays into the blob store, check them in a subprocess, store one row."""
-    upload = await receive_upload(request, blobs, settings.max_upload_bytes)
+    upload = await receive_upload(
+        request,
+        blobs,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_form_bytes=settings.max_form_bytes,
+    )
     return await run_in_threadpool(_store_dataset, upload, session, settings, user, blobs)
 
 

@@ -17,6 +17,7 @@ from backend.api.deps import (
     SessionDep,
     SettingsDep,
 )
+from backend.core.config import Settings
 from backend.core.errors import ServiceError, error_responses
 from backend.inspection import (
     BUILTIN_DATASETS,
@@ -27,6 +28,71 @@ from backend.inspection import (
 from backend.schemas import RunCreate, RunPublic, RunsPublic, RunStatus
 
 log = logging.getLogger("genscope.api")
+
+#: Parameter names whose value is a memory budget in MiB (``ntk.spectrum.max_memory_mb``).
+MEMORY_PARAM_SUFFIX = "_mb"
+#: Parameter names whose value is a number of examples held in memory at once.
+BATCH_PARAMS = frozenset({"batch_size", "chunk_size"})
+
+
+def memory_caps(settings: Settings) -> tuple[tuple[str, int, str], ...]:
+    """``(kind, cap, setting)`` of the memory-related parameter kinds."""
+    return (
+        ("memory", settings.max_measure_memory_mb, "GENSCOPE_MAX_MEASURE_MEMORY_MB"),
+        ("batch", settings.max_measure_batch, "GENSCOPE_MAX_MEASURE_BATCH"),
+    )
+
+
+def memory_kind(param: dict[str, Any]) -> str | None:
+    """``"memory"`` for a memory budget (MiB), ``"batch"`` for examples held at once, else None."""
+    if param.get("type") not in ("int", "float"):
+        return None
+    name = str(param.get("name", ""))
+    if name.endswith(MEMORY_PARAM_SUFFIX):
+        return "memory"
+    if name in BATCH_PARAMS:
+        return "batch"
+    return None
+
+
+def cap_memory_params(
+    catalogue: list[dict[str, Any]],
+    measures: list[str],
+    params: dict[str, dict[str, Any]],
+    settings: Settings,
+) -> dict[str, dict[str, Any]]:
+    """The run's parameters with every memory-related one within the server's caps.
+
+    A value given above its cap answers 422 ``bad_parameter`` naming the cap and its setting; a
+    default above the cap (a server configured below the engine's default) is lowered to the cap
+    and stored with the run, so that the worker uses it.
+
+    Raises:
+        ServiceError: ``bad_parameter`` for a given value above its cap.
+    """
+    caps = {kind: (cap, setting) for kind, cap, setting in memory_caps(settings)}
+    by_id = {m["id"]: m for m in catalogue}
+    out = {measure_id: dict(values) for measure_id, values in params.items()}
+    for measure_id in measures:
+        for param in by_id[measure_id].get("params", []):
+            kind = memory_kind(param)
+            if kind is None:
+                continue
+            cap, setting = caps[kind]
+            name = param["name"]
+            given = out.get(measure_id, {}).get(name)
+            if given is not None:
+                if given > cap:
+                    raise ServiceError(
+                        "bad_parameter",
+                        f"{measure_id}.{name} is at most {cap} on this server ({setting}), "
+                        f"got {given}",
+                        {"param": f"{measure_id}.{name}", "max": cap, "setting": setting},
+                    )
+            elif isinstance(param.get("default"), (int, float)) and param["default"] > cap:
+                out.setdefault(measure_id, {})[name] = cap
+    return out
+
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -64,6 +130,7 @@ def create_run(
                 {"dataset": body.dataset},
             ) from None
     measures, params = validate_measures(catalogue, body.measures, body.params)
+    params = cap_memory_params(catalogue, measures, params, settings)
     for measure_id, name, value in checkpoint_params(catalogue, params):
         try:  # another of the caller's checkpoints (e.g. the other end of an interpolation)
             crud.get_checkpoint(session, checkpoint_id=value, user=user)
