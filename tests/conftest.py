@@ -5,8 +5,9 @@
   end (the case is skipped, with the reason, only when no server answers).
 * ``client`` is a FastAPI ``TestClient`` on an app whose settings are swapped with
   ``app.dependency_overrides`` (auth off); ``make_client`` builds others (auth on, tiny limits).
-* ``redis_url`` is a dedicated Redis database (15), flushed before and after; skipped only when
-  Redis is unreachable.
+* ``redis_url`` is a database of its own on a private ``redis-server`` (started on a free port
+  for the test session, without persistence, stopped at the end): tests never touch a Redis
+  they did not start. Skipped only when ``redis-server`` is not installed.
 * tiny checkpoint files are written by the tests themselves (numpy + safetensors).
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_DATABASES = 16  # redis-server's default number of databases
 MOONS_MLP = {"input_dim": 2, "widths": [8], "num_classes": 2}
 
 
@@ -142,20 +143,39 @@ def client(make_client: Callable[..., Any]) -> Any:
     return make_client()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private ``redis-server`` for the test session (free port, no persistence)."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    from tests.worker.procs import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    server.next_db = 0  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """Redis database 15 on 127.0.0.1:6379, flushed around the test; skipped if unreachable."""
+def redis_url(redis_server: Any) -> Iterator[str]:
+    """A database of the private Redis for one test (databases are taken in turn; a database
+    is emptied when the test that used it ends: only that test wrote there)."""
     import redis
 
-    conn = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    db = redis_server.next_db % REDIS_DATABASES
+    redis_server.next_db += 1
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    yield url
+    conn = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
-        conn.ping()
-    except Exception as exc:
-        pytest.skip(f"Redis is not reachable on 127.0.0.1:6379 ({exc})")
-    conn.flushdb()
-    yield REDIS_URL
-    conn.flushdb()
-    conn.close()
+        conn.flushdb()  # the private server's database this test was given
+    finally:
+        conn.close()
 
 
 def mlp_state(

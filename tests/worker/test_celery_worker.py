@@ -29,7 +29,7 @@ def service(
     """The API client and a worker factory sharing a fresh database, blobs and broker.
 
     SQLite runs with the embedded broker (the ``genscope serve`` default); PostgreSQL with Redis
-    (the docker-compose deployment).
+    (the docker-compose deployment), a private ``redis-server`` started by the tests.
     """
     if db_backend == "sqlite":
         broker = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
@@ -112,7 +112,12 @@ def test_lost_broker_message_is_resent(service: Any, db_backend: str, tmp_path: 
     else:
         import redis
 
-        redis.Redis.from_url(client.settings.broker_url).flushdb()
+        # this test's own database on the session's private redis-server (conftest.redis_url)
+        conn = redis.Redis.from_url(client.settings.broker_url)
+        try:
+            conn.flushdb()
+        finally:
+            conn.close()
     worker = start()
     body = _wait(client, run_id, lambda b: b["status"] in ("succeeded", "failed"), 120, worker)
     assert body["status"] == "succeeded", (body, worker.tail())
