@@ -36,11 +36,15 @@ def _resolve(app: FastAPI, dependency: Callable[[], Any]) -> Any:
 
 
 def start_up(settings: Settings, *, recover_runs: bool = True) -> None:
-    """Directories, migrations, the local user (auth off) and recovery of lost runs."""
+    """Directories, the sandbox check, migrations, the local user (auth off) and recovery of
+    lost runs."""
     from backend import crud
     from backend.inspection import measure_catalogue
 
     settings.ensure_dirs()
+    from backend.sandbox import ensure_available
+
+    ensure_available(settings)  # refuse to serve uploads without the sandbox (GENSCOPE_SANDBOX)
     migrate(settings.sqlalchemy_url)
     from backend.recovery import remove_partial_uploads
 

@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,10 +269,18 @@ def from_settings(settings: object) -> Sandbox:
 
 
 def limit_hit(returncode: int, limits: Limits) -> str | None:
-    """Which limit a child killed by ``returncode`` (negative: a signal) most likely hit."""
-    if returncode >= 0:
+    """Which limit a child killed by ``returncode`` most likely hit.
+
+    A child killed by a signal has a negative status when run directly; under bubblewrap, whose
+    init process exits with the child's status, ``128 + signal`` (as a shell reports it). The
+    engine's own statuses are 0, 1 and 2.
+    """
+    if returncode < 0:
+        sig = -returncode
+    elif 128 < returncode < 128 + 65:
+        sig = returncode - 128
+    else:
         return None
-    sig = -returncode
     if sig == signal.SIGXCPU:
         return f"CPU time ({limits.cpu_seconds} s)"
     if sig == signal.SIGKILL:
@@ -281,6 +290,21 @@ def limit_hit(returncode: int, limits: Limits) -> str | None:
     return (
         f"signal {signal.Signals(sig).name}" if sig in signal.Signals._value2member_map_ else None
     )
+
+
+_checked: set[tuple[str, str]] = set()
+
+
+def ensure_available(settings: object) -> None:
+    """:func:`check` the configured sandbox once per process (the API's and the worker's
+    start-up call it); raises :class:`SandboxUnavailable` naming ``GENSCOPE_SANDBOX``."""
+    box = from_settings(settings)
+    key = (box.mode, box.bwrap)
+    if key in _checked and box.mode != "off":
+        return
+    data_dir = Path(str(getattr(settings, "data_dir", tempfile.gettempdir())))
+    check(box, data_dir / "scratch")
+    _checked.add(key)
 
 
 def check(sandbox: Sandbox, scratch_root: Path, timeout: float = 60.0) -> None:
@@ -302,8 +326,6 @@ def check(sandbox: Sandbox, scratch_root: Path, timeout: float = 60.0) -> None:
             "GENSCOPE_SANDBOX=bwrap but bubblewrap is not installed (apt-get install bubblewrap); "
             "on a trusted single-user machine set GENSCOPE_SANDBOX=off"
         )
-    import tempfile
-
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix="check-") as tmp:
         probe = (

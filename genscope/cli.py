@@ -310,6 +310,16 @@ def _service_settings() -> Any:
         _fail("bad_settings", f"invalid GENSCOPE_* settings: {exc}", 2)
 
 
+def _require_sandbox(settings: Any) -> None:
+    """Stop with ``sandbox_unavailable`` when the sandbox the settings ask for cannot run."""
+    from backend.sandbox import SandboxUnavailable, ensure_available
+
+    try:
+        ensure_available(settings)
+    except SandboxUnavailable as exc:
+        _fail("sandbox_unavailable", str(exc), 2)
+
+
 def _cuda_present() -> bool:
     """Whether this machine has an NVIDIA GPU, without importing torch (no CUDA in the parent)."""
     import shutil
@@ -335,6 +345,7 @@ def serve(
 
     settings = _service_settings()
     settings.ensure_dirs()
+    _require_sandbox(settings)
     migrate(settings.sqlalchemy_url)
     child = None
     if worker:
@@ -388,6 +399,7 @@ def worker(
 
     settings = _service_settings()
     settings.ensure_dirs()
+    _require_sandbox(settings)
     migrate(settings.sqlalchemy_url)
     chosen = queues or ("gpu" if _cuda_present() else "cpu")
     argv = [
