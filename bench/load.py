@@ -3,8 +3,9 @@
 One command starts a real stack in a temporary data directory — ``genscope serve --no-worker``
 (one uvicorn process, auth on) and, when the queue is needed, ``genscope worker`` processes
 (concurrency 1 each) — on a fresh database (a throwaway PostgreSQL database
-``genscope_load_<random>``, or SQLite in the data directory) and broker (an empty Redis database,
-or the embedded SQLite transport), then:
+``genscope_load_<random>``, or SQLite in the data directory) and broker (a private
+``redis-server`` on a free port, without persistence, or the embedded SQLite transport), with
+every read of an upload in the sandbox (``--sandbox bwrap``, the default) or not (``off``), then:
 
 1. queue drain: N tiny runs (moons MLP 2-8-2, ``margin.output``, distinct seeds so that no run is
    answered from the cache) are queued with no worker running; two workers are started and the
@@ -25,12 +26,13 @@ or the embedded SQLite transport), then:
 
 The load generators run in a separate process (``multiprocessing``, spawn) from the bench's
 orchestration and from the server. Everything started is stopped at the end, the temporary
-directory, the throwaway database and the Redis database's keys are removed, also on Ctrl-C.
+directory, the throwaway database and the private Redis server are removed, also on Ctrl-C.
 The exit status is 0 only when every check passed.
 
     python bench/load.py --db postgresql --broker redis --out bench/RESULTS-load.md
     python bench/load.py --db sqlite --broker embedded --out bench/RESULTS-load.md
     python bench/load.py --smoke --db sqlite --broker embedded      # ~1 minute, for CI
+    python bench/load.py --db postgresql --broker redis --sandbox off   # the sandbox's cost
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ if str(ROOT) not in sys.path:
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_HOST = "127.0.0.1"
 READ_USER, DRAIN_USER = "bench-read", "bench-drain"
 MOONS_MLP = {"input_dim": 2, "widths": [8], "num_classes": 2}
 SEED_WIDTHS = ([32], [64], [128], [64, 64])
@@ -120,16 +122,19 @@ class Config:
     logs: Path | None
     note: str
     command: str
+    sandbox: str = "bwrap"
 
     @property
     def label(self) -> str:
         """The configuration's title."""
-        return LABELS[(self.db, self.broker)]
+        label = LABELS[(self.db, self.broker)]
+        return label if self.sandbox == "bwrap" else f"{label}, sandbox off"
 
     @property
     def key(self) -> str:
         """The marker of this configuration's section in the results file."""
-        return f"{self.db}+{self.broker}" + ("-smoke" if self.smoke else "")
+        key = f"{self.db}+{self.broker}" + ("-smoke" if self.smoke else "")
+        return key if self.sandbox == "bwrap" else f"{key}-nosandbox"
 
     @property
     def recovery_wait(self) -> float:
@@ -157,6 +162,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--upload-mb", type=float, help="size of each upload in MiB (50; smoke 5)")
     p.add_argument("--drain-runs", type=int, help="queued runs to drain (100; smoke 6)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (concurrency 1)")
+    p.add_argument(
+        "--sandbox",
+        choices=["bwrap", "off"],
+        default="bwrap",
+        help="GENSCOPE_SANDBOX of the service (off: to measure the sandbox's cost)",
+    )
     p.add_argument("--out", type=Path, help="markdown file to write this configuration's section")
     p.add_argument("--logs", type=Path, help="copy the service's logs into this folder")
     p.add_argument("--note", default="", help="a line added to the section (machine state)")
@@ -188,6 +199,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         logs=a.logs,
         note=a.note,
         command=shlex.join(shown),
+        sandbox=a.sandbox,
     )
 
 
@@ -227,7 +239,7 @@ class Stack:
         self.data_dir = self.tmp / "data"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.pg_name: str | None = None
-        self.redis_db: int | None = None
+        self.redis: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.tokens: dict[str, str] = {}
         self.database_url = f"sqlite:///{self.data_dir / 'genscope.sqlite'}"
@@ -246,21 +258,39 @@ class Stack:
             self.pg_name = name
             self.database_url = PG_URL.format(name=name)
         if self.cfg.broker == "redis":
-            import redis
+            self.broker_url = self.start_redis()
 
-            candidates = list(range(1, 15))  # 0 is everyone's default, 15 belongs to the tests
-            random.shuffle(candidates)
-            for db in candidates:
-                conn = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=3)
-                try:
-                    if conn.dbsize() == 0:
-                        self.redis_db = db
-                        break
-                finally:
-                    conn.close()
-            if self.redis_db is None:
-                raise RuntimeError("no empty Redis database among 1..14")
-            self.broker_url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}"
+    def start_redis(self) -> str:
+        """A private ``redis-server`` (free port, no persistence, stopped by :meth:`close`)."""
+        import redis
+
+        port = free_port()
+        self.redis = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                REDIS_HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+                "--logfile",
+                str(self.tmp / "redis.log"),
+            ],
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if redis.Redis(host=REDIS_HOST, port=port, socket_timeout=1).ping():
+                    return f"redis://{REDIS_HOST}:{port}/0"
+            time.sleep(0.1)
+        raise RuntimeError("the private redis-server did not answer in 30 s")
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of every service process: only this bench's GENSCOPE_* settings."""
@@ -271,6 +301,7 @@ class Stack:
             GENSCOPE_AUTH="tokens",
             GENSCOPE_MAX_UPLOAD_MB=str(max(2048, int(self.cfg.upload_mb * 2))),
             GENSCOPE_TORCH_THREADS="1",
+            GENSCOPE_SANDBOX=self.cfg.sandbox,
             PYTHONUNBUFFERED="1",
         )
         if self.broker_url:
@@ -287,13 +318,14 @@ class Stack:
                 else "sqlite:///<data dir>/genscope.sqlite"
             ),
             "GENSCOPE_BROKER_URL": (
-                f"redis://{REDIS_HOST}:{REDIS_PORT}/<an empty db>"
+                f"redis://{REDIS_HOST}:<a free port>/0 (a private redis-server)"
                 if self.broker_url
                 else "(embedded: sqla+sqlite:///<data dir>/broker.sqlite)"
             ),
             "GENSCOPE_AUTH": "tokens",
             "GENSCOPE_MAX_UPLOAD_MB": self.env()["GENSCOPE_MAX_UPLOAD_MB"],
             "GENSCOPE_TORCH_THREADS": "1 (workers)",
+            "GENSCOPE_SANDBOX": self.cfg.sandbox,
             "other settings": "defaults",
         }
 
@@ -402,7 +434,7 @@ class Stack:
     # -- teardown -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop every process, copy the logs if asked, drop the database, empty Redis."""
+        """Stop every process (the private Redis too), copy the logs if asked, drop the database."""
         for name in list(self.procs):
             with contextlib.suppress(Exception):
                 self.stop(name, timeout=20)
@@ -429,13 +461,13 @@ class Stack:
                 self.pg_name = None
             except Exception as exc:
                 print(f"warning: could not drop database {self.pg_name}: {exc}", file=sys.stderr)
-        if self.redis_db is not None:
-            with contextlib.suppress(Exception):
-                import redis
-
-                conn = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=self.redis_db)
-                conn.flushdb()
-                conn.close()
+        if self.redis is not None:
+            self.redis.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.redis.wait(timeout=10)
+            if self.redis.poll() is None:
+                self.redis.kill()
+            self.redis = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
