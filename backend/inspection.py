@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import sandbox as sbx
-from backend.core.config import Settings, get_settings
+from backend.core.config import Settings
 from backend.core.errors import ServiceError
 
 log = logging.getLogger("genscope.api")
@@ -162,10 +162,7 @@ def _sandboxed_inspect(
     return proc, seen
 
 
-def _inspect(
-    args: list[str], timeout: float, what: str, settings: Settings | None = None
-) -> dict[str, Any]:
-    settings = settings or get_settings()
+def _inspect(args: list[str], timeout: float, what: str, settings: Settings) -> dict[str, Any]:
     path = Path(args[0])
     proc, seen = _sandboxed_inspect(path, args[1:], timeout, settings)
     try:
@@ -189,7 +186,7 @@ def inspect_checkpoint(
     arch: str | None,
     arch_config: Mapping[str, Any] | None,
     timeout: float,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> dict[str, Any]:
     """What ``genscope inspect`` says of a checkpoint (format, sha256, num_params, layers...)."""
     args = [str(path)]
@@ -200,7 +197,7 @@ def inspect_checkpoint(
     return _inspect(args, timeout, "checkpoint", settings)
 
 
-def inspect_dataset(path: Path, timeout: float, settings: Settings | None = None) -> dict[str, Any]:
+def inspect_dataset(path: Path, timeout: float, settings: Settings) -> dict[str, Any]:
     """What ``genscope inspect --dataset`` says of an npz/safetensors file."""
     return _inspect([str(path), "--dataset"], timeout, "dataset", settings)
 

@@ -12,6 +12,7 @@ directory works (the payload did run). The resource limits are shown on their ow
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 from backend import sandbox as sbx
-from tests.conftest import upload_checkpoint
+from tests.conftest import mlp_state, safetensors_bytes, upload_checkpoint
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 
@@ -147,7 +148,8 @@ def test_payload_in_an_upload_cannot_get_out_of_the_inspection_sandbox(
     answer = upload_checkpoint(client, payload, arch=None, name="model.pt2")
     assert answer.status_code == 400, answer.text
     _assert_contained(json.loads(answer.json()["message"]), markers)
-    assert client.get("/api/checkpoints").json()["count"] == 0  # nothing stored
+    sha = hashlib.sha256(payload).hexdigest()
+    assert all(c["sha256"] != sha for c in client.get("/api/checkpoints").json()["data"])
 
 
 def test_payload_in_a_run_cannot_get_out_of_the_run_sandbox(
@@ -237,3 +239,23 @@ def test_service_refuses_to_start_without_the_sandbox(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "sandbox_unavailable" in proc.stderr and "GENSCOPE_SANDBOX=off" in proc.stderr
+
+
+def test_inspections_beyond_the_limit_answer_503_and_store_nothing(make_client: Any) -> None:
+    """``GENSCOPE_MAX_INSPECTIONS`` bounds the inspection processes alive at once (each may use
+    ``GENSCOPE_INSPECT_MEMORY_MB``); a caller past it waits, then gets 503 with Retry-After."""
+    from backend.inspection import inspection_slot
+
+    client = make_client(max_inspections=1, inspect_queue_seconds=0.2)
+    data = safetensors_bytes(mlp_state(seed=int.from_bytes(os.urandom(4), "little")))
+    tmp = Path(client.settings.blob_dir, "tmp")
+    before = set(tmp.iterdir()) if tmp.is_dir() else set()
+    with inspection_slot(client.settings):  # the one slot is taken
+        busy = upload_checkpoint(client, data)
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["code"] == "server_busy" and busy.headers["Retry-After"] == "1"
+    assert set(tmp.iterdir()) <= before  # the partial upload is gone
+    listed = client.get("/api/checkpoints").json()["data"]
+    sha = hashlib.sha256(data).hexdigest()
+    assert all(c["sha256"] != sha for c in listed)
+    assert upload_checkpoint(client, data).status_code == 201  # the slot is free again

@@ -119,7 +119,11 @@ def _store_checkpoint(
             info = dict(known.info)
         else:
             info = inspect_checkpoint(
-                upload.writer.path, arch, arch_config, settings.inspect_timeout_seconds
+                upload.writer.path,
+                arch,
+                arch_config,
+                settings.inspect_timeout_seconds,
+                settings,
             )
         blob_sha = upload.writer.commit()
     finally:

@@ -61,7 +61,9 @@ def dataset_public(row: DatasetFile) -> dict[str, Any]:
     }
 
 
-def _inspect_with_suffix(path: Path, fmt: str, timeout: float) -> dict[str, Any]:
+def _inspect_with_suffix(
+    path: Path, fmt: str, timeout: float, settings: Settings
+) -> dict[str, Any]:
     """``genscope inspect --dataset`` picks the reader by suffix: give it a named link."""
     link = path.with_name(f"{path.name}.{'safetensors' if fmt == 'safetensors' else 'npz'}")
     try:
@@ -71,7 +73,7 @@ def _inspect_with_suffix(path: Path, fmt: str, timeout: float) -> dict[str, Any]
             raise StorageFull(path.parent, 0) from None
         raise
     try:
-        return inspect_dataset(link, timeout)
+        return inspect_dataset(link, timeout, settings)
     finally:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
@@ -113,7 +115,9 @@ def _store_dataset(
         existing = crud.find_dataset(session, sha256=upload.writer.sha256, user=user)
         if existing is not None:
             return dataset_public(existing)
-        info = _inspect_with_suffix(upload.writer.path, fmt, settings.inspect_timeout_seconds)
+        info = _inspect_with_suffix(
+            upload.writer.path, fmt, settings.inspect_timeout_seconds, settings
+        )
         sha = upload.writer.commit()
     finally:
         upload.writer.discard()
