@@ -1,12 +1,15 @@
 """A corpus of hostile and broken input files, built in memory, deterministic and small.
 
-Each :class:`Case` builds one file's bytes (``build(marker)``; pickle payloads create ``marker``
-if they are ever executed) and says what the engine must answer: the error code, and for
+Each :class:`Case` builds one file's bytes (``build(marker)``; pickle and program payloads create
+``marker`` if they are ever executed) and says what the engine must answer: the error code, and for
 uploads whether it is a checkpoint (with which architecture) or a dataset. The engine tests
 run every case through the loaders in-process; the API tests upload one representative per
 category (``api=True``).
 
-Categories: ``pickle`` (code-execution payloads wherever a pickle can hide), ``corrupt``
+Categories: ``pickle`` (code-execution payloads wherever a pickle can hide, memoised imports
+included), ``program`` (``.pt2`` graphs outside the operator allow-list — higher-order
+operators, operator-valued arguments, I/O operators generated from torch's dispatcher, Python in
+symbolic expressions and guards — and TorchScript in any spelling), ``corrupt``
 (truncated, wrong-type and empty files), ``bomb`` (zip bombs), ``traversal`` (member names that
 escape a folder), ``header`` (absurd shapes, sizes, offsets and dtypes in headers), ``arch``
 (architectures that would allocate absurd memory) and ``dataset`` (broken arrays).
@@ -366,6 +369,288 @@ def crafted_legacy_save(numel: int, size: tuple[int, ...]) -> bytes:
     pickle.dump(["0"], buf, protocol=2)
     buf.write(numel.to_bytes(8, "little") + bytes(32))
     return buf.getvalue()
+
+
+# --- programs: .pt2 graphs outside the allow-lists, TorchScript in any spelling ----------------
+
+#: Higher-order operators of torch (each calls a function or graph it is given).
+HIGHER_ORDER_OPERATORS = (
+    "wrap",
+    "cond",
+    "while_loop",
+    "map_impl",
+    "scan",
+    "associative_scan",
+    "wrap_with_set_grad_enabled",
+    "wrap_with_autocast",
+    "auto_functionalized",
+    "auto_functionalized_v2",
+    "invoke_subgraph",
+    "run_const_graph",
+    "strict_mode",
+    "with_effects",
+    "hints_wrapper",
+    "out_dtype",
+    "flex_attention",
+    "tag_activation_checkpoint",
+    "executorch_call_delegate",
+    "triton_kernel_wrapper_mutation",
+)
+_IO_PATTERN = ("from_file", "save", "load", "seed", "rng", "print", "copy_", "set_", "file")
+
+
+def registered_operators() -> list[str]:
+    """Every operator registered with torch's dispatcher, spelled as a ``.pt2`` node target."""
+    out = []
+    for name in torch._C._dispatch_get_all_op_names():
+        namespace, _, rest = name.partition("::")
+        op, _, overload = rest.partition(".")
+        out.append(f"torch.ops.{namespace}.{op}.{overload or 'default'}")
+    return sorted(out)
+
+
+def io_operators() -> list[str]:
+    """Registered ATen operators that touch files, RNG state, printing or copy into memory in
+    place: generated from the dispatcher, not listed by hand."""
+    from genscope.io.export_check import ALLOWED_OPERATORS
+
+    return [
+        t
+        for t in registered_operators()
+        if t.startswith("torch.ops.aten.")
+        and "foreach" not in t
+        and any(p in t.split(".")[3] for p in _IO_PATTERN)
+        and t not in ALLOWED_OPERATORS
+    ]
+
+
+def _arg(name: str, **value: Any) -> dict[str, Any]:
+    return {"name": name, "arg": value, "kind": 1}
+
+
+def pt2_program(mutate: Callable[[dict[str, Any]], None]) -> bytes:
+    """The clean ``.pt2`` archive with its JSON program changed by ``mutate``."""
+
+    def replace(name: str, body: bytes) -> bytes | None:
+        if name.endswith(".json") and "/models/" in f"/{name}":
+            program = json.loads(body)
+            mutate(program)
+            return json.dumps(program).encode()
+        return None
+
+    return rewrite_zip(clean_pt2(), replace)
+
+
+def _first_node(program: dict[str, Any]) -> dict[str, Any]:
+    return program["graph_module"]["graph"]["nodes"][0]
+
+
+def pt2_calling(target: str, *inputs: dict[str, Any]) -> bytes:
+    """The clean program whose first node calls ``target`` with ``inputs`` added."""
+
+    def mutate(program: dict[str, Any]) -> None:
+        node = _first_node(program)
+        node["target"] = target
+        node["inputs"] = [*node["inputs"], *inputs]
+
+    return pt2_program(mutate)
+
+
+def _from_file_args(marker: Path) -> tuple[dict[str, Any], ...]:
+    """``from_file(marker, shared=True, size=16)``: creates ``marker`` when it runs."""
+    return (
+        _arg("filename", as_string=str(marker)),
+        _arg("shared", as_bool=True),
+        _arg("size", as_int=16),
+    )
+
+
+def _program_cases() -> list[Case]:
+    def wrap_from_file(m: Path) -> bytes:  # the red team's payload, first half
+        fn = _arg("fn", as_operator="torch.ops.aten.from_file.default")
+        return pt2_calling("torch.ops.higher_order.wrap", fn, *_from_file_args(m))
+
+    def hop(name: str) -> Callable[[Path], bytes]:
+        fn = _arg("fn", as_operator="torch.ops.aten.copy_.default")
+        return lambda m: pt2_calling(f"torch.ops.higher_order.{name}", fn, *_from_file_args(m))
+
+    def op(target: str) -> Callable[[Path], bytes]:
+        return lambda m: pt2_calling(target, *_from_file_args(m))
+
+    def operator_argument(m: Path) -> bytes:  # an allowed target given an operator
+        return pt2_calling(
+            "torch.ops.aten.flatten.using_ints",
+            _arg("evil", as_operator="torch.ops.aten.from_file.default"),
+        )
+
+    def subgraph_argument(m: Path) -> bytes:
+        return pt2_calling(
+            "torch.ops.aten.flatten.using_ints",
+            _arg("body", as_graph={"name": "g", "graph": {"nodes": []}}),
+        )
+
+    def sympy_eval(m: Path) -> bytes:  # sympify evaluates Python
+        evil = f"__import__('os').system('touch {m}')"
+
+        def mutate(program: dict[str, Any]) -> None:
+            values = program["graph_module"]["graph"]["tensor_values"]
+            first = next(iter(values.values()))
+            first["sizes"][0] = {"as_expr": {"expr_str": evil, "hint": {"as_int": 3}}}
+
+        return pt2_program(mutate)
+
+    def range_constraint(m: Path) -> bytes:
+        evil = f"__import__('os').system('touch {m}')"
+
+        def mutate(program: dict[str, Any]) -> None:
+            program["range_constraints"] = {evil: {"min_val": 2, "max_val": 8}}
+
+        return pt2_program(mutate)
+
+    def guard_code(m: Path) -> bytes:  # compiled into the module by ExportedProgram.module()
+        def mutate(program: dict[str, Any]) -> None:
+            program["guards_code"] = [f"__import__('os').system('touch {m}') == 0"]
+
+        return pt2_program(mutate)
+
+    def custom_object(m: Path) -> bytes:
+        def mutate(program: dict[str, Any]) -> None:
+            program["graph_module"]["graph"]["custom_obj_values"] = {
+                "obj": {"name": "obj", "class_fqn": "__torch__.torch.classes.evil.Run"}
+            }
+
+        return pt2_program(mutate)
+
+    cases = [
+        Case("pt2-hop-wrap-from-file", "program", wrap_from_file, UNSAFE, ".pt2", api=True),
+        Case("pt2-operator-argument", "program", operator_argument, UNSAFE, ".pt2"),
+        Case("pt2-subgraph-argument", "program", subgraph_argument, UNSAFE, ".pt2"),
+        Case("pt2-sympy-eval", "program", sympy_eval, UNSAFE, ".pt2"),
+        Case("pt2-range-constraint-eval", "program", range_constraint, UNSAFE, ".pt2"),
+        Case("pt2-guard-code", "program", guard_code, UNSAFE, ".pt2"),
+        Case("pt2-custom-object", "program", custom_object, UNSAFE, ".pt2"),
+    ]
+    cases += [
+        Case(f"pt2-hop-{h}", "program", hop(h), UNSAFE, ".pt2") for h in HIGHER_ORDER_OPERATORS
+    ]
+    others = [
+        "torch.ops.genscope_evil.run.default",
+        "torch.ops.aten.add_.Tensor",
+        "torch.ops.aten.relu.out",
+        "builtins.exec",
+        "os.system",
+        "math.floor",
+        "#evil.extension",
+    ]
+    cases += [
+        Case(f"pt2-op-{t.removeprefix('torch.ops.')}", "program", op(t), UNSAFE, ".pt2")
+        for t in [*io_operators(), *others]
+    ]
+    cases += [
+        Case(f"ts-{i}", "program", build, UNSAFE) for i, build in torchscript_spellings().items()
+    ]
+    return cases
+
+
+_TS_CALLS = (
+    "torch.from_file({path!r}, True, 16)",
+    "torch . from_file({path!r}, True, 16)",
+    "torch.\\\nfrom_file({path!r}, True, 16)",
+    "ops . aten . from_file({path!r}, True, 16)",
+    "getattr(torch, 'from_' + 'file')({path!r}, True, 16)",
+)
+
+
+def torchscript_spellings() -> dict[str, Callable[[Path], bytes]]:
+    """TorchScript archives whose code calls ``from_file`` in many spellings (generated from
+    :data:`_TS_CALLS`), plus a clean one: every TorchScript archive is refused."""
+
+    def build(call: str | None) -> Callable[[Path], bytes]:
+        def make(m: Path) -> bytes:
+            if call is None:
+                return clean_torchscript()
+
+            def replace(name: str, body: bytes) -> bytes | None:
+                if "/code/" not in f"/{name}" or not name.endswith(".py"):
+                    return None
+                line = f"\n_evil = {call.format(path=str(m))}\n"
+                return body + line.encode()
+
+            return rewrite_zip(clean_torchscript(), replace)
+
+        return make
+
+    out: dict[str, Callable[[Path], bytes]] = {"clean": build(None)}
+    out.update({f"from-file-spelling-{k}": build(c) for k, c in enumerate(_TS_CALLS)})
+    return out
+
+
+# --- pickles whose imports hide behind the memo ---------------------------------------------
+
+
+def _text(s: str) -> bytes:
+    data = s.encode()
+    return b"\x8c" + bytes([len(data)]) + data  # SHORT_BINUNICODE
+
+
+_PUTS: dict[str, Callable[[int], bytes]] = {
+    "PUT": lambda k: b"p" + str(k).encode() + b"\n",
+    "BINPUT": lambda k: b"q" + bytes([k]),
+    "LONG_BINPUT": lambda k: b"r" + struct.pack("<I", k),
+    "MEMOIZE": lambda k: b"\x94",
+}
+_GETS: dict[str, Callable[[int], bytes]] = {
+    "GET": lambda k: b"g" + str(k).encode() + b"\n",
+    "BINGET": lambda k: b"h" + bytes([k]),
+    "LONG_BINGET": lambda k: b"j" + struct.pack("<I", k),
+}
+MEMO_TARGETS = (("os", "system"), ("builtins", "exec"), ("subprocess", "check_call"))
+
+
+def memo_pickle(module: str, name: str, put: str, get: str, argument: str) -> bytes:
+    """``module.name(argument)`` through STACK_GLOBAL, its two strings stored in the memo and
+    fetched back after a benign decoy pair (``collections.OrderedDict``) was pushed and
+    popped: a scanner that judged by the last strings pushed would call it safe."""
+    return (
+        b"\x80\x04"
+        + _text(module)
+        + _PUTS[put](0)
+        + b"0"  # POP
+        + _text(name)
+        + _PUTS[put](1)
+        + b"0"
+        + _text("collections")
+        + _text("OrderedDict")
+        + b"00"
+        + _GETS[get](0)
+        + _GETS[get](1)
+        + b"\x93"  # STACK_GLOBAL
+        + _text(argument)
+        + b"\x85R."  # TUPLE1 REDUCE STOP
+    )
+
+
+def _memo_cases() -> list[Case]:
+    def in_state_dict(module: str, name: str, put: str, get: str) -> Callable[[Path], bytes]:
+        def make(m: Path) -> bytes:
+            payload = memo_pickle(module, name, put, get, f"touch {m}")
+            return rewrite_zip(
+                clean_state_dict(), lambda n, _b: payload if n.endswith("data.pkl") else None
+            )
+
+        return make
+
+    return [
+        Case(
+            f"pt-memo-{put}-{get}-{module}-{name}",
+            "pickle",
+            in_state_dict(module, name, put, get),
+            UNSAFE,
+        )
+        for put in _PUTS
+        for get in _GETS
+        for module, name in MEMO_TARGETS
+    ]
 
 
 # --- the corpus ---------------------------------------------------------------------------------
@@ -921,6 +1206,28 @@ def _dataset_cases() -> list[Case]:
             None,
         ),
     ]
+
+    def unsuffixed(name: str, body: bytes) -> Callable[[Path], bytes]:
+        """The good arrays plus a member without the ``.npy`` suffix (np.load serves it)."""
+
+        def build(m: Path) -> bytes:
+            out = io.BytesIO(npz_bytes(**good_arrays()))
+            with zipfile.ZipFile(out, "a") as zf:
+                zf.writestr(name, body)
+            return out.getvalue()
+
+        return build
+
+    huge = npy_header((1 << 33,)) + bytes(64)  # declares 32 GiB of float32, holds 64 bytes
+    unsuffixed_cases = {
+        "npz-unsuffixed-member-32gib": unsuffixed("x_val", huge),
+        "npz-unsuffixed-duplicate-key": unsuffixed("x_train", npy_header((12, 2)) + bytes(96)),
+        "npz-non-array-member": unsuffixed("notes.txt", b"not an array"),
+    }
+    cases += [
+        Case(key, "dataset", build, "bad_dataset", ".npz", "dataset", None, None)
+        for key, build in unsuffixed_cases.items()
+    ]
     return cases
 
 
@@ -928,6 +1235,8 @@ def corpus() -> list[Case]:
     """Every hostile case, in category order; ids are unique."""
     cases = (
         _pickle_cases()
+        + _memo_cases()
+        + _program_cases()
         + _corrupt_cases()
         + _bomb_cases()
         + _traversal_cases()
@@ -940,7 +1249,7 @@ def corpus() -> list[Case]:
     return cases
 
 
-CATEGORIES = ("pickle", "corrupt", "bomb", "traversal", "header", "arch", "dataset")
+CATEGORIES = ("pickle", "program", "corrupt", "bomb", "traversal", "header", "arch", "dataset")
 
 
 def write_case(case: Case, folder: Path) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """Zip archives and pickles seen before any loader touches them.
 
-Checkpoints (torch.save, TorchScript, torch.export) and ``.npz`` datasets are zip archives whose
+Checkpoints (torch.save, torch.export) and ``.npz`` datasets are zip archives whose
 members torch's and numpy's readers decompress into memory sized by what the archive *declares*.
 :func:`check_zip` reads only the central directory and refuses, before anything is
 decompressed:
@@ -17,10 +17,11 @@ Readers built on Python's :mod:`zipfile` never read past a member's declared siz
 :func:`read_member` reads at most a given cap, so a member that lies about its size cannot
 inflate beyond the checked limits either.
 
-:func:`scan_pickle` walks a pickle's opcodes without executing any of them and returns the
-globals it would import that are outside an allow-list: a pickle can only run code through the
-callables it imports (``GLOBAL``/``STACK_GLOBAL``/``INST``/extension codes), so refusing unknown
-imports refuses every payload.
+:func:`scan_pickle` walks a pickle's opcodes without executing any of them, simulating the
+pickle machine's stack and memo, and returns the globals it would import that are outside an
+allow-list (:func:`weights_global`: torch's weights-only list): a pickle can only run code
+through the callables it imports (``GLOBAL``/``STACK_GLOBAL``/``INST``/extension codes), so
+refusing unknown imports refuses every payload.
 """
 
 from __future__ import annotations
@@ -185,59 +186,98 @@ _STRING_OPS = {
 }
 
 
+class _Text(str):
+    """A string the pickle pushed (a candidate module or attribute name)."""
+
+
+_OPAQUE = object()  # any other stack item
+_MARK = object()
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def _pop(stack: list[object], opcode: pickletools.OpcodeInfo) -> None:
+    """Pop what ``opcode`` consumes (pickletools' stack effect: items, or up to a mark)."""
+    before = opcode.stack_before
+    if pickletools.markobject in before:
+        above = before.index(pickletools.markobject)
+        while stack and stack[-1] is not _MARK:
+            stack.pop()
+        if not stack:
+            raise ValueError(f"{opcode.name} without a mark")
+        stack.pop()  # the mark
+        for _ in range(above):
+            stack.pop()
+    else:
+        for _ in range(len(before)):
+            stack.pop()
+
+
 def scan_pickle(data: bytes, allowed: Allowed) -> list[str]:
     """The ``module.name`` globals a pickle would import that ``allowed`` refuses.
 
-    Nothing is unpickled: :func:`pickletools.genops` only decodes opcodes. ``STACK_GLOBAL``
-    (whose target is computed on the stack) and extension codes are reported as such unless
-    every string pushed before them is allowed as a pair; the callers refuse any finding.
+    Nothing is unpickled: :func:`pickletools.genops` only decodes opcodes, and the pickle
+    machine's stack and memo are simulated with opaque items, so that ``STACK_GLOBAL`` is judged
+    by the two items it really pops, whether pushed as strings just before, fetched from the
+    memo (``GET``/``BINGET``/``LONG_BINGET`` after ``PUT``/``MEMOIZE``) or duplicated. An
+    import whose module or name is not a string the pickle pushed is reported (``STACK_GLOBAL
+    ?``), as are extension codes; the callers refuse any finding.
 
     Raises:
-        ArchiveError: the bytes are not a well-formed pickle.
+        ArchiveError: the bytes are not a well-formed pickle (including a stack underflow).
     """
     found: list[str] = []
-    strings: list[str] = []
+    stack: list[object] = []
+    memo: dict[object, object] = {}
     try:
         for opcode, arg, _pos in pickletools.genops(data):
             op = opcode.name
-            if op in _IMPORTS:
-                module, _, attr = str(arg).partition(" ")
-                if not allowed(module, attr):
-                    found.append(f"{module}.{attr}")
+            if op in _STRING_OPS:
+                stack.append(_Text(arg))
+            elif op == "MARK":
+                stack.append(_MARK)
+            elif op in _MEMO_PUT:
+                memo[arg] = stack[-1]
+            elif op == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif op in _MEMO_GET:
+                stack.append(memo[arg])
+            elif op == "DUP":
+                stack.append(stack[-1])
             elif op == "STACK_GLOBAL":
-                if len(strings) >= 2 and allowed(strings[-2], strings[-1]):
-                    continue
-                pair = ".".join(strings[-2:]) if len(strings) >= 2 else "?"
-                found.append(f"STACK_GLOBAL {pair}")
-            elif op in _EXTENSIONS:
-                found.append(f"{op} {arg}")
-            elif op in _STRING_OPS:
-                strings.append(str(arg))
+                name, module = stack.pop(), stack.pop()
+                if not (isinstance(module, _Text) and isinstance(name, _Text)):
+                    found.append("STACK_GLOBAL ?")
+                elif not allowed(module, name):
+                    found.append(f"STACK_GLOBAL {module}.{name}")
+                stack.append(_OPAQUE)
+            else:
+                if op in _IMPORTS:
+                    module, _, attr = str(arg).partition(" ")
+                    if not allowed(module, attr):
+                        found.append(f"{module}.{attr}")
+                elif op in _EXTENSIONS:
+                    found.append(f"{op} {arg}")
+                _pop(stack, opcode)
+                stack.extend(_OPAQUE for _ in opcode.stack_after)
     except Exception as exc:  # pickletools raises ValueError and others on garbage
         raise ArchiveError(f"corrupt pickle ({_one_line(exc)})") from None
     return found
 
 
-_TS_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("builtins", "complex"),
-    ("__builtin__", "complex"),
-    ("torch", "device"),
-}
+def weights_global(module: str, name: str) -> bool:
+    """The globals torch's weights-only unpickler accepts (its built-in allow-list and the
+    globals registered with ``torch.serialization.add_safe_globals``)."""
+    import torch
 
-
-def torchscript_global(module: str, name: str) -> bool:
-    """What ``torch.jit.save`` writes into ``data.pkl``/``constants.pkl``: TorchScript classes,
-    tensor rebuilders, typed storages, ``torch.jit._pickle`` helpers and ``OrderedDict``."""
-    if module == "__torch__" or module.startswith("__torch__."):
+    qualified = f"{module}.{name}"
+    if qualified in torch._weights_only_unpickler._get_allowed_globals():
         return True
-    if module == "torch._utils" and name.startswith("_rebuild_"):
-        return True
-    if module == "torch" and name.endswith("Storage"):
-        return True
-    if module == "torch.jit._pickle":
-        return True
-    return (module, name) in _TS_GLOBALS
+    return any(
+        f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', '')}" == qualified
+        for g in torch.serialization.get_safe_globals()
+        if not isinstance(g, tuple)
+    )
 
 
 def _mb(n: int) -> str:

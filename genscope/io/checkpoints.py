@@ -8,8 +8,9 @@ Formats, recognised by content rather than by name:
 * weights + a zoo architecture: ``.safetensors``, or a state dict saved with ``torch.save`` and
   read with ``torch.load(weights_only=True)``. Training checkpoints are unwrapped
   (``state_dict``/``model``/``net`` keys, ``module.``/``_orig_mod.`` prefixes).
-* TorchScript archives: ``torch.jit.load`` (TorchScript's own unpickler builds only TorchScript
-  types, never arbitrary Python objects).
+* TorchScript archives are recognised and refused: they are programs whose code runs while they
+  load (``__setstate__``) and when they run, and no check of their code short of interpreting it
+  can tell what it does. The error says how to export the model instead.
 
 A file that would need full unpickling (a pickled ``nn.Module``, arbitrary objects) is refused
 with :class:`~genscope.errors.UnsafeCheckpoint` and is never unpickled.
@@ -18,13 +19,14 @@ Defences before any torch reader sees the bytes (hostile uploads):
 
 * every zip archive passes :func:`genscope.io.archives.check_zip` (traversal names, zip bombs,
   encrypted or oddly compressed members); nothing is ever extracted to disk;
-* pickles inside archives are scanned opcode by opcode against an allow-list (TorchScript's
-  ``data.pkl``/``constants.pkl``) or torch's weights-only list (``torch.save`` archives and the
-  pickled members of ``.pt2`` archives); raw pickles inside ``.pt2`` archives are refused;
+* pickles inside archives are checked against torch's weights-only list (``torch.save``
+  archives and the pickled members of ``.pt2`` archives); raw pickles inside ``.pt2`` archives
+  are refused;
 * ``.pt2`` archives holding AOTInductor members (compiled shared libraries that
-  ``torch.export.load`` would load) are refused, as are TorchScript code and exported graphs
-  that call file operators (``from_file``, ``save``, ``load_tensor``), which would touch the
-  server's files when the model runs;
+  ``torch.export.load`` would load) are refused; the program itself passes the allow-lists of
+  :mod:`genscope.io.export_check` before torch reads it (every operator a pure tensor operator,
+  no operator-valued arguments, symbolic expressions and guards in a small grammar), and its
+  loaded graphs are checked again;
 * weights-only files are checked against the architecture on the meta device (keys, shapes,
   dtypes) before the real model is allocated, so a tiny file naming a huge architecture
   allocates nothing.
@@ -52,6 +54,7 @@ from torch import nn
 
 from genscope.errors import (
     BadCheckpoint,
+    GenScopeError,
     NonFiniteWeights,
     UnsafeCheckpoint,
     WeightMismatch,
@@ -63,8 +66,9 @@ from genscope.io.archives import (
     first_line,
     read_member,
     scan_pickle,
-    torchscript_global,
+    weights_global,
 )
+from genscope.io.export_check import ProgramRefused, check_graph, check_program_json
 
 FORMAT_EXPORT = "torch.export"
 FORMAT_STATE_DICT = "state_dict"
@@ -73,13 +77,16 @@ FORMAT_TORCHSCRIPT = "torchscript"
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights")
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
-MAX_PICKLE_BYTES = 64 << 20  # a data.pkl/constants.pkl larger than this is not a real model's
-MAX_CODE_BYTES = 16 << 20  # likewise for TorchScript code and .pt2 JSON members
-#: Operators that read or write files named by the model; a model calling them is refused.
-FILE_OPS = ("from_file", "save", "load_tensor")
-_FILE_OP_CALL = re.compile(r"(?:\btorch|\bops\.\w+|\baten)\.(from_file|save|load_tensor)\b")
+MAX_PICKLE_BYTES = 64 << 20  # a data.pkl larger than this is not a real model's
+MAX_CODE_BYTES = 16 << 20  # likewise for a .pt2 archive's JSON members
 _NATIVE_CODE = re.compile(r"(^|/)data/aotinductor/|\.(so|dll|dylib|pyd)$")
 
+TORCHSCRIPT_REFUSED = (
+    "{name} is a TorchScript archive: a program whose code runs while it loads, so GenScope "
+    "does not load it. Export the model instead: "
+    "torch.export.save(torch.export.export(model.eval(), (example_input,)), 'model.pt2'), or "
+    "save its weights (safetensors, or torch.save(model.state_dict(), 'w.pt')) and pass --arch."
+)
 EXPORT_HINT = (
     "Save the weights instead (torch.save(model.state_dict(), 'w.pt') or safetensors) and pass "
     "--arch, or export the model: torch.export.save(torch.export.export(model.eval(), (x,)), "
@@ -235,7 +242,7 @@ def _load(
         module, static_batch = _load_export(path)
         return LoadedModel(module, fmt, sha, str(path), static_batch_size=static_batch)
     if fmt == FORMAT_TORCHSCRIPT:
-        return LoadedModel(_load_torchscript(path), fmt, sha, str(path))
+        raise UnsafeCheckpoint(TORCHSCRIPT_REFUSED.format(name=path.name), {"format": fmt})
     if fmt == FORMAT_SAFETENSORS:
         state, unwrapped = _read_safetensors(path), []
     else:
@@ -276,9 +283,12 @@ def _read_torch_save(path: Path) -> Any:
     if zipfile.is_zipfile(path):
         # torch's own weights-only allow-list, applied to the opcodes before unpickling.
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception:  # a corrupt data.pkl: torch.load below gives the message
-            unsafe = []
+            with zipfile.ZipFile(path) as zf:
+                unsafe = _pickled_globals(zf)
+        except ArchiveError as exc:
+            raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(
+                f"{path.name}: {exc}"
+            ) from None
         if unsafe:
             raise UnsafeCheckpoint(
                 f"{path.name} needs full unpickling to load (it holds {_clip(unsafe, 4)}), "
@@ -440,7 +450,6 @@ def set_eval(module: nn.Module) -> nn.Module:
 # --- torch.export -------------------------------------------------------------------------------
 
 _SAFE_LOAD_LOCK = threading.Lock()
-_TRAINING_OPS = ("_native_batch_norm_legit_functional", "native_dropout")
 
 
 @contextlib.contextmanager
@@ -485,11 +494,18 @@ def _scan_export(path: Path) -> None:
     ``torch.save`` archives whose globals torch's weights-only unpickler accepts; custom and
     opaque objects (``pickle.loads``/TorchBind) are refused outright.
     """
+    programs = 0
     try:
         with zipfile.ZipFile(path) as zf:
             for config_name in zf.namelist():
                 if config_name.endswith(".pt"):  # sample inputs: a torch.save archive
                     _check_pickled_tensor(path, zf, config_name, config_name.rsplit("/", 1)[-1])
+                    continue
+                if config_name.endswith(".json") and not config_name.endswith("_config.json"):
+                    program = json.loads(read_member(zf, config_name, MAX_CODE_BYTES))
+                    if isinstance(program, dict) and "graph_module" in program:
+                        _check_program(path, program, config_name)
+                        programs += 1
                     continue
                 if not config_name.endswith(
                     (
@@ -518,6 +534,37 @@ def _scan_export(path: Path) -> None:
         raise BadCheckpoint(
             f"{path.name}: not a loadable torch.export archive ({first_line(exc)})"
         ) from None
+    if programs == 0:
+        raise BadCheckpoint(f"{path.name}: the torch.export archive holds no program")
+
+
+def _refusal(path: Path, exc: ProgramRefused) -> GenScopeError:
+    """The engine error for a program outside the allow-lists (training mode: how to fix it)."""
+    text = str(exc)
+    if text.startswith("training:"):
+        return BadCheckpoint(
+            f"{path.name} was exported in training mode ({text.split(':', 1)[1]}); export after "
+            "model.eval() so BatchNorm uses its running statistics and dropout is off"
+        )
+    return UnsafeCheckpoint(f"{path.name}: {text}; refused. {EXPORT_HINT}")
+
+
+def _check_program(path: Path, program: dict[str, Any], member: str) -> None:
+    try:
+        check_program_json(program, member.rsplit("/", 1)[-1])
+    except ProgramRefused as exc:
+        raise _refusal(path, exc) from None
+
+
+def _pickled_globals(zf: zipfile.ZipFile) -> list[str]:
+    """The globals outside torch's weights-only list that the ``data.pkl`` pickles of a
+    ``torch.save`` archive import (:func:`~genscope.io.archives.scan_pickle`: the pickle
+    machine's stack and memo simulated, nothing unpickled)."""
+    found: list[str] = []
+    for name in zf.namelist():
+        if name.endswith("data.pkl"):
+            found += scan_pickle(read_member(zf, name, MAX_PICKLE_BYTES), weights_global)
+    return found
 
 
 def _check_pickled_tensor(path: Path, zf: zipfile.ZipFile, member: str, fqn: str) -> None:
@@ -526,8 +573,9 @@ def _check_pickled_tensor(path: Path, zf: zipfile.ZipFile, member: str, fqn: str
     if data[:4] == b"PK\x03\x04":
         check_zip(io.BytesIO(data), name=member)
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
-        except Exception as exc:
+            with zipfile.ZipFile(io.BytesIO(data)) as inner:
+                unsafe = _pickled_globals(inner)
+        except (ArchiveError, zipfile.BadZipFile) as exc:
             raise BadCheckpoint(
                 f"{path.name}: corrupt pickled tensor {fqn} ({first_line(exc)})"
             ) from None
@@ -553,17 +601,10 @@ def _load_export(path: Path) -> tuple[nn.Module, int | None]:
     except Exception as exc:  # torch raises many kinds on a broken archive
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BadCheckpoint(f"{path.name}: not a loadable torch.export archive ({first})") from None
-    for node in program.graph.nodes:
-        target = str(node.target)
-        if node.op == "call_function" and set(target.split(".")) & set(FILE_OPS):
-            raise UnsafeCheckpoint(
-                f"{path.name}: the program calls {target}, which reads or writes files; refused"
-            )
-        if node.op == "call_function" and any(op in target for op in _TRAINING_OPS):
-            raise BadCheckpoint(
-                f"{path.name} was exported in training mode ({target}); export after "
-                "model.eval() so BatchNorm uses its running statistics and dropout is off"
-            )
+    try:  # the graphs torch built, checked again before anything runs them
+        check_graph(program.graph_module, "the program")
+    except ProgramRefused as exc:
+        raise _refusal(path, exc) from None
     static = _static_batch_size(program)
     module = program.module()
     if static is not None:
@@ -605,53 +646,6 @@ def _accept_any_batch(module: nn.Module, batch: int) -> None:
         return torch.cat(outs)
 
     module.forward = types.MethodType(forward, module)  # type: ignore[method-assign]
-
-
-# --- TorchScript --------------------------------------------------------------------------------
-
-
-def _scan_torchscript(path: Path) -> None:
-    """Refuse a TorchScript archive whose pickles import anything but TorchScript's own types,
-    or whose code calls file operators (run on load by ``__setstate__`` or later by forward)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                if name.endswith((".pkl", ".debug_pkl")):
-                    data = read_member(zf, name, MAX_PICKLE_BYTES)
-                    bad = scan_pickle(data, torchscript_global)
-                    if bad:
-                        raise UnsafeCheckpoint(
-                            f"{path.name}: {name.split('/', 1)[-1]} imports {_clip(bad, 4)}, "
-                            f"which TorchScript never writes; refused. {EXPORT_HINT}",
-                            {"member": name, "globals": bad[:20]},
-                        )
-                elif "/code/" in f"/{name}" and name.endswith(".py"):
-                    text = read_member(zf, name, MAX_CODE_BYTES).decode("utf-8", "replace")
-                    call = _FILE_OP_CALL.search(text)
-                    if call:
-                        raise UnsafeCheckpoint(
-                            f"{path.name}: the TorchScript code calls {call.group(0)}, which "
-                            f"reads or writes files; refused. {EXPORT_HINT}",
-                            {"member": name, "call": call.group(0)},
-                        )
-    except ArchiveError as exc:
-        raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(f"{path.name}: {exc}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise BadCheckpoint(
-            f"{path.name}: not a loadable TorchScript archive ({first_line(exc)})"
-        ) from None
-
-
-def _load_torchscript(path: Path) -> nn.Module:
-    _scan_torchscript(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise BadCheckpoint(f"{path.name}: not a loadable TorchScript archive ({first})") from None
 
 
 def load_from_bytes(data: bytes, suffix: str, **kwargs: Any) -> LoadedModel:

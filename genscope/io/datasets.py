@@ -300,10 +300,25 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         check_zip(path)
         with zipfile.ZipFile(path) as zf:
             shapes: dict[str, tuple[int, ...]] = {}
+            keys: set[str] = set()
+            # every member, whatever its name: np.load serves "x" as well as "x.npy" under key
+            # "x", and reads any member that starts with the .npy magic as an array
             for info in zf.infolist():
-                if not info.filename.endswith(".npy"):
-                    continue  # np.load reads only .npy members by their key
-                key = info.filename[:-4]
+                name = info.filename
+                key = name[:-4] if name.endswith(".npy") else name
+                if key in keys:
+                    raise BadDataset(
+                        f"{path.name}: two members give array {key!r}; refused",
+                        {"array": key},
+                    )
+                keys.add(key)
+                with zf.open(info) as member:
+                    if member.read(6) != b"\x93NUMPY":
+                        raise BadDataset(
+                            f"{path.name}: member {name!r} is not a .npy array; an npz file "
+                            "holds arrays only (numpy.savez)",
+                            {"member": name},
+                        )
                 with zf.open(info) as member:
                     shape, _fortran, dtype = _npy_header(member)
                     offset = member.tell()

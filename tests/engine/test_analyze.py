@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import genscope
 from genscope.analysis import run_measure
-from genscope.errors import BadParameter, ShapeMismatch
+from genscope.errors import BadParameter, ShapeMismatch, UnsafeCheckpoint
 from genscope.io.checkpoints import LoadedModel, load_checkpoint
 from genscope.io.datasets import from_arrays, load_dataset
 from genscope.io.zoo import build_model
@@ -100,11 +100,9 @@ def test_cifar_shaped_npz(tmp_path: Path) -> None:
     assert report.data["input_shape"] == [3, 32, 32] and report.data["n_test"] == 8
 
 
-def test_torchscript_forward_measures(tmp_path: Path, digits, mlp) -> None:
-    report = genscope.analyze(script_pt(mlp, tmp_path / "s.pt"), digits, ["margin.output"])
-    _check_report(report, mlp, digits)
-    assert report.model["format"] == "torchscript"
-    assert [layer["shape"] for layer in report.model["layers"]] == [[32, 64], [10, 32]]
+def test_torchscript_file_is_refused(tmp_path: Path, digits, mlp) -> None:
+    with pytest.raises(UnsafeCheckpoint, match="TorchScript"):
+        genscope.analyze(script_pt(mlp, tmp_path / "s.pt"), digits, ["margin.output"])
 
 
 def test_float64_and_determinism(digits, mlp) -> None:

@@ -69,10 +69,12 @@ def test_static_batch_export_accepts_any_batch(tmp_path: Path, mlp, x) -> None:
     torch.testing.assert_close(out, logits(mlp, x))
 
 
-def test_torchscript_gives_original_logits(tmp_path: Path, mlp, x) -> None:
-    loaded = load_checkpoint(script_pt(mlp, tmp_path / "m_script.pt"))
-    assert loaded.format == FORMAT_TORCHSCRIPT and not loaded.functional
-    torch.testing.assert_close(logits(loaded.module, x), logits(mlp, x))
+def test_torchscript_is_recognised_and_refused(tmp_path: Path, mlp) -> None:
+    """TorchScript is a program whose code runs while it loads: refused, with how to export."""
+    path = script_pt(mlp, tmp_path / "m_script.pt")
+    assert detect_format(path) == FORMAT_TORCHSCRIPT
+    with pytest.raises(UnsafeCheckpoint, match="torch.export.export"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("wrap", [None, "state_dict", "model", "net"])

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import pickle
 import resource
 import subprocess
 import sys
@@ -22,25 +23,28 @@ import pytest
 import torch
 
 from genscope.errors import BadParameter, GenScopeError, UnsafeCheckpoint
-from genscope.io.archives import ArchiveError, check_zip, scan_pickle, torchscript_global
+from genscope.io.archives import ArchiveError, check_zip, scan_pickle, weights_global
 from genscope.io.checkpoints import load_checkpoint
 from genscope.io.datasets import load_dataset
 from tests.hostile import (
     CATEGORIES,
     GIB,
+    MEMO_TARGETS,
     MLP,
     Case,
     Entry,
     clean_pt2,
     clean_safetensors,
     clean_state_dict,
-    clean_torchscript,
     corpus,
     deflated_zeros,
     good_arrays,
+    memo_pickle,
     npy_header,
     npz_bytes,
+    pt2_program,
     raw_zip,
+    registered_operators,
     st_bytes,
     write_case,
     zeros_crc,
@@ -83,7 +87,6 @@ def test_hostile_file_is_refused(case: Case, tmp_path: Path) -> None:
 
 CLEAN = {
     "pt2": (clean_pt2, ".pt2", None),
-    "torchscript": (clean_torchscript, ".pt", None),
     "state-dict": (clean_state_dict, ".pt", "mlp"),
     "safetensors": (clean_safetensors, ".safetensors", "mlp"),
 }
@@ -254,32 +257,155 @@ def test_cli_inspect_refuses_an_absurd_architecture(tmp_path: Path) -> None:
 
 
 def test_scan_pickle_reports_imports_outside_the_allow_list() -> None:
-    with zipfile.ZipFile(io.BytesIO(clean_torchscript())) as zf:
-        pickles = [n for n in zf.namelist() if n.endswith(("pkl", "debug_pkl"))]
+    with zipfile.ZipFile(io.BytesIO(clean_state_dict())) as zf:
+        pickles = [n for n in zf.namelist() if n.endswith("data.pkl")]
         assert pickles
         for name in pickles:
-            assert scan_pickle(zf.read(name), torchscript_global) == [], name
+            assert scan_pickle(zf.read(name), weights_global) == [], name
     evil = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."
-    assert scan_pickle(evil, torchscript_global) == ["posix.system"]
+    assert scan_pickle(evil, weights_global) == ["posix.system"]
     stacked = b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93."
-    assert scan_pickle(stacked, torchscript_global) == ["STACK_GLOBAL builtins.exec"]
+    assert scan_pickle(stacked, weights_global) == ["STACK_GLOBAL builtins.exec"]
     with pytest.raises(ArchiveError, match="corrupt pickle"):
-        scan_pickle(b"\x80\x02\xff\xff", torchscript_global)
+        scan_pickle(b"\x80\x02\xff\xff", weights_global)
 
 
-def test_torchscript_of_every_zoo_architecture_passes_the_scans(tmp_path: Path) -> None:
+@pytest.mark.parametrize("put", ["PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"])
+@pytest.mark.parametrize("get", ["GET", "BINGET", "LONG_BINGET"])
+def test_scan_pickle_follows_the_memo_and_the_stack(put: str, get: str) -> None:
+    """STACK_GLOBAL is judged by what it pops: strings fetched back from the memo after a decoy
+    pair was pushed and popped (the payload really runs: ``pickle.loads`` calls the target)."""
+    for module, name in MEMO_TARGETS:
+        data = memo_pickle(module, name, put, get, "x")
+        assert scan_pickle(data, weights_global) == [f"STACK_GLOBAL {module}.{name}"]
+    calls: list[str] = []
+    data = memo_pickle("tests.engine.test_hostile_files", "_record", put, get, "ran")
+    _RECORD.append(calls)
+    try:
+        pickle.loads(data)  # the reference: the pickle machine imports what the scan names
+    finally:
+        _RECORD.pop()
+    assert calls == ["ran"]
+
+
+_RECORD: list[list[str]] = []
+
+
+def _record(text: str) -> None:
+    _RECORD[-1].append(text)
+
+
+def test_every_registered_operator_outside_the_allow_list_is_refused() -> None:
+    """Generated from torch's dispatcher: thousands of operators, none listed by hand."""
+    from genscope.io.export_check import ALLOWED_OPERATORS, ProgramRefused, check_program_json
+
+    registered = registered_operators()
+    import operator
+
+    python = {t.split(".", 1)[1] for t in ALLOWED_OPERATORS if t.startswith("_operator.")}
+    assert python and all(callable(getattr(operator, n, None)) for n in python), python
+    aten = {t for t in ALLOWED_OPERATORS if t.startswith("torch.ops.")}
+    assert aten <= set(registered), "an allowed operator is not registered (a typo in the list)"
+    refused = [t for t in registered if t not in ALLOWED_OPERATORS]
+    assert len(refused) > 2000
+    program = {"graph_module": {"graph": {"nodes": [{"target": "", "inputs": []}]}}}
+    for target in refused:
+        program["graph_module"]["graph"]["nodes"][0]["target"] = target
+        with pytest.raises(ProgramRefused, match="is not on the list|^training:"):
+            check_program_json(program, "model.json")
+
+
+def test_guards_and_symbolic_expressions_follow_the_grammar() -> None:
+    from genscope.io.export_check import ProgramRefused, check_expression, check_guard
+
+    for good in (
+        "s77",
+        "2*s77 + 1",
+        "FloorDiv(s0, 2)",
+        "Symbol('s77', positive=True, integer=True)",
+    ):
+        check_expression(good, "m")
+    for bad in ("__import__('os')", "s0.__class__", "lambda: 1", "[s0]", "'x'", "exec"):
+        with pytest.raises(ProgramRefused):
+            check_expression(bad, "m")
+    for good in ("L['x'].size()[1] == 3", "L['x'].size()[0] >= 2 and L['x'].stride()[1] == 1"):
+        check_guard(good, "m")
+    for bad in ("__import__('os').system('x')", "L['x'].__class__", "open('f')", "L['x'].size(1)"):
+        with pytest.raises(ProgramRefused):
+            check_guard(bad, "m")
+
+
+def test_loaded_graphs_are_checked_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Were the JSON check ever bypassed, the loaded fx graph is checked before it runs."""
+    from genscope.io import checkpoints
+
+    monkeypatch.setattr(checkpoints, "_check_program", lambda *_a: None)
+    path = tmp_path / "m.pt2"
+
+    def relu_to_sin(program: dict[str, Any]) -> None:  # same signature, not on the list
+        for node in program["graph_module"]["graph"]["nodes"]:
+            if node["target"] == "torch.ops.aten.relu.default":
+                node["target"] = "torch.ops.aten.erfinv.default"
+
+    path.write_bytes(pt2_program(relu_to_sin))
+    with pytest.raises(UnsafeCheckpoint, match="erfinv.default"):
+        load_checkpoint(path)
+
+
+ZOO_EXPORTS = {
+    "mlp": {"input_dim": 4, "widths": [8, 8], "num_classes": 3, "batchnorm": True},
+    "lenet": {"in_channels": 1, "input_size": 28},
+    "resnet": {"depth": 8, "width": 4, "cifar_stem": True},
+    "vgg": {"depth": 11, "width_multiplier": 0.125, "batchnorm": True},
+    "preact_resnet18": {"width": 4},
+    "wide_resnet": {"depth": 10, "widen_factor": 1},
+    "nin": {"width": 8, "batchnorm": True},
+}
+
+
+def _zoo_input(arch: str) -> torch.Tensor:
+    if arch == "mlp":
+        return torch.randn(4, 4)
+    return torch.randn(4, 1, 28, 28) if arch == "lenet" else torch.randn(4, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param(a, marks=[] if a in ("mlp", "resnet") else pytest.mark.slow)
+        for a in ZOO_EXPORTS
+    ],
+)
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_exported_zoo_models_pass_the_allow_lists(
+    arch: str, decomposed: bool, tmp_path: Path
+) -> None:
+    """Every zoo architecture exported with a dynamic batch, as torch.export gives it and in
+    core ATen (``run_decompositions``), loads and gives the original logits."""
     from genscope.io.zoo import build_model
 
-    configs = {
-        "resnet": {"depth": 8, "in_channels": 1, "input_size": 8, "width": 4},
-        "vgg": {"depth": 11, "width_multiplier": 0.05, "input_size": 8},
-        "nin": {"width": 8, "depth": 2, "input_size": 8},
-        "lenet": {"in_channels": 1, "input_size": 8},
-    }
-    for arch, config in configs.items():
-        path = tmp_path / f"{arch}.pt"
-        torch.jit.save(torch.jit.script(build_model(arch, config).eval()), str(path))
-        assert load_checkpoint(path).format == "torchscript"
+    torch.manual_seed(0)
+    model = build_model(arch, ZOO_EXPORTS[arch]).eval()
+    x = _zoo_input(arch)
+    batch = torch.export.Dim("batch", min=2, max=1024)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    if decomposed:
+        program = program.run_decompositions()
+    path = tmp_path / f"{arch}.pt2"
+    torch.export.save(program, str(path))
+    loaded = load_checkpoint(path)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(x), model(x), atol=1e-5)
+
+
+def test_torchscript_is_refused_with_how_to_export(tmp_path: Path) -> None:
+    from genscope.io.zoo import build_model
+
+    path = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.script(build_model("mlp", MLP).eval()), str(path))
+    with pytest.raises(UnsafeCheckpoint) as info:
+        load_checkpoint(path)
+    assert "torch.export.export" in info.value.message and "--arch" in info.value.message
 
 
 # --- measure parameters ------------------------------------------------------------------------
