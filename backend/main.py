@@ -45,6 +45,11 @@ def start_up(settings: Settings, *, recover_runs: bool = True) -> None:
     from backend.sandbox import ensure_available
 
     ensure_available(settings)  # refuse to serve uploads without the sandbox (GENSCOPE_SANDBOX)
+    if settings.auth == "off" and settings.insecure_allow_remote_without_auth:
+        log.warning(
+            "GENSCOPE_INSECURE_ALLOW_REMOTE_WITHOUT_AUTH=1 with GENSCOPE_AUTH=off: anyone who can "
+            "reach this service can use it without a token"
+        )
     migrate(settings.sqlalchemy_url)
     from backend.recovery import remove_partial_uploads
 

@@ -109,17 +109,19 @@ def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
 
 
-def render_dashboard() -> str:
+def render_dashboard(csrf_token: str = "") -> str:
     """The home page: runs table and upload panel."""
-    return render("dashboard.html", page="runs", title="Runs")
+    return render("dashboard.html", page="runs", title="Runs", csrf_token=csrf_token)
 
 
-def render_run_page(run_id: str) -> str:
+def render_run_page(run_id: str, csrf_token: str = "") -> str:
     """The run page shell; ``app.js`` polls its data."""
-    return render("run.html", page="run", title=f"Run {run_id}", run_id=run_id)
+    return render(
+        "run.html", page="run", title=f"Run {run_id}", run_id=run_id, csrf_token=csrf_token
+    )
 
 
-def render_compare_page(comparison_id: str) -> str:
+def render_compare_page(comparison_id: str, csrf_token: str = "") -> str:
     """The owner's comparison page shell; ``app.js`` loads its data."""
     return render(
         "compare.html",
@@ -128,6 +130,7 @@ def render_compare_page(comparison_id: str) -> str:
         comparison_id=comparison_id,
         data_url=f"/ui/comparisons/{comparison_id}",
         embedded=None,
+        csrf_token=csrf_token,
     )
 
 
@@ -313,22 +316,31 @@ async def architectures() -> Response:
 # --------------------------------------------------------------------------- HTML pages
 
 
+def _csrf(request: Request) -> str:
+    """The CSRF token the page's scripts send with every change (empty without the backend)."""
+    try:
+        from backend.core.exposure import app_settings, csrf_token
+    except ImportError:
+        return ""
+    return csrf_token(app_settings(request.app))
+
+
 @router.get("/", response_class=HTMLResponse)
-def dashboard_page() -> HTMLResponse:
+def dashboard_page(request: Request) -> HTMLResponse:
     """The runs table and upload panel."""
-    return _html(render_dashboard())
+    return _html(render_dashboard(_csrf(request)))
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: str) -> HTMLResponse:
+def run_page(run_id: str, request: Request) -> HTMLResponse:
     """One run's page (data loaded by the browser, with the caller's credentials)."""
-    return _html(render_run_page(run_id))
+    return _html(render_run_page(run_id, _csrf(request)))
 
 
 @router.get("/compare/{comparison_id}", response_class=HTMLResponse)
-def compare_page(comparison_id: str) -> HTMLResponse:
+def compare_page(comparison_id: str, request: Request) -> HTMLResponse:
     """The owner's comparison page (data loaded by the browser, with the caller's credentials)."""
-    return _html(render_compare_page(comparison_id))
+    return _html(render_compare_page(comparison_id, _csrf(request)))
 
 
 # --------------------------------------------------------------------------- data routes

@@ -344,6 +344,17 @@ def serve(
     from backend.core.db import migrate
 
     settings = _service_settings()
+    from backend.core.exposure import UnsafeExposure, check_exposure
+
+    try:  # before anything else: no listening beyond loopback with nobody's identity checked
+        check_exposure(host, settings)
+    except UnsafeExposure as exc:
+        _fail("unsafe_exposure", str(exc), 2)
+    if settings.insecure_allow_remote_without_auth and settings.auth == "off":
+        err_console.print(
+            "[bold red]WARNING[/]: GENSCOPE_INSECURE_ALLOW_REMOTE_WITHOUT_AUTH=1 - anyone who can "
+            f"reach {host}:{port} can use this service without a token"
+        )
     settings.ensure_dirs()
     _require_sandbox(settings)
     migrate(settings.sqlalchemy_url)

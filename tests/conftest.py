@@ -107,7 +107,12 @@ def data_dir(db_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(data_dir: Path, db_url: str, **overrides: Any) -> Any:
     from backend.core.config import Settings
 
-    values: dict[str, Any] = {"data_dir": data_dir, "database_url": db_url}
+    # TestClient addresses requests to "testserver"
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": db_url,
+        "allowed_hosts": "testserver,localhost,127.0.0.1",
+    }
     values.update(overrides)
     return Settings(**values)
 

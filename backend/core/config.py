@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_upload_mb: float = 2048
     auth: Literal["off", "tokens"] = "off"
     public_url: str | None = None  # base of share links; default: the request's base URL
+    # web exposure (backend/core/exposure.py)
+    allowed_hosts: str = ""  # comma-separated Host names served; "" = loopback + public_url's
+    insecure_allow_remote_without_auth: bool = False  # serve beyond loopback with auth off
 
     run_queue: Literal["gpu", "cpu"] = "cpu"  # where the API sends new runs
     task_soft_time_limit: int = 3300  # seconds; the task fails the run cleanly

@@ -37,6 +37,9 @@ ERROR_CODE_TO_HTTP_STATUS: dict[str, int] = {
     # the service's codes
     "validation_error": 422,
     "bad_request": 400,
+    "bad_host": 400,
+    "cross_origin": 403,
+    "csrf_failed": 403,
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,

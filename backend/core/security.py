@@ -124,6 +124,9 @@ _ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access")
 def install_security(app: Any) -> None:
     """Register the response headers on ``app`` and the share-token redaction on the access
     loggers (idempotent)."""
+    from backend.core.exposure import ExposureMiddleware
+
+    app.add_middleware(ExposureMiddleware)  # inside: its refusals get the headers too
     app.add_middleware(SecurityHeadersMiddleware)
     for name in _ACCESS_LOGGERS:
         logger = logging.getLogger(name)

@@ -81,7 +81,11 @@
     } catch (e) {
       t = null;
     }
-    return t ? { Authorization: "Bearer " + t } : {};
+    var headers = t ? { Authorization: "Bearer " + t } : {};
+    // the page's CSRF token: a change sent by a browser must carry it (auth off)
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta && meta.content) headers["X-CSRF-Token"] = meta.content;
+    return headers;
   }
 
   function ApiError(status, body) {

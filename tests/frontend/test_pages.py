@@ -82,7 +82,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip(f"the service is not importable: {exc}")
     data_dir: Path = tmp_path_factory.mktemp("gs-pages")
     app = create_app()
-    settings = Settings(data_dir=data_dir, auth="off")
+    settings = Settings(data_dir=data_dir, auth="off", allowed_hosts="testserver")
     app.dependency_overrides[get_settings] = lambda: settings
     with testclient.TestClient(app) as c:
         yield c
@@ -157,7 +157,7 @@ def test_data_routes_need_a_token_when_auth_is_on(tmp_path: Path) -> None:
         from backend.main import create_app
     except ImportError as exc:  # pragma: no cover - the dashboard without the service
         pytest.skip(f"the service is not importable: {exc}")
-    settings = Settings(data_dir=tmp_path, auth="tokens")
+    settings = Settings(data_dir=tmp_path, auth="tokens", allowed_hosts="testserver")
     app = create_app()
     app.dependency_overrides[get_settings] = lambda: settings
     with testclient.TestClient(app) as c:
