@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from backend.api.docs import router as docs_router
 from backend.api.routes import api_router
 from backend.core.config import Settings, get_settings
 from backend.core.db import install_database_error_handlers, migrate, session_scope
@@ -112,10 +113,13 @@ def create_app() -> FastAPI:
         description="Generalization diagnostics for deep networks: upload checkpoints, run "
         "analyses on workers, compare and share the results.",
         lifespan=lifespan,
+        docs_url=None,  # served by backend.api.docs from the installed bundle, not a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_security(app)
     install_database_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(docs_router)
     _include_dashboard(app)
     return app

@@ -126,22 +126,52 @@ _csrf_lock = threading.Lock()
 _csrf_cache: dict[Path, str] = {}
 
 
+MIN_TOKEN_CHARS = 32
+
+
+def _read_token(path: Path) -> str | None:
+    """The stored token, or None when the file is missing, empty or cut short."""
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return token if len(token) >= MIN_TOKEN_CHARS else None
+
+
 def csrf_token(settings: Any) -> str:
     """The dashboard's CSRF token: 256 random bits in ``<data dir>/csrf-secret`` (mode 0600),
-    created on first use and shared by every API process on the data directory."""
+    created on first use and shared by every API process on the data directory.
+
+    The file is written whole under a temporary name and linked into place (``os.link`` fails
+    when another process got there first, whose token is then used), so no process ever reads
+    a half-written token; a file left empty or short is replaced, never trusted.
+    """
     path = Path(settings.data_dir) / "csrf-secret"
     with _csrf_lock:
-        if path in _csrf_cache:
-            return _csrf_cache[path]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            token = path.read_text(encoding="ascii").strip()
-        else:
-            token = secrets.token_urlsafe(32)
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(token)
+        cached = _csrf_cache.get(path)
+        if cached is not None:
+            return cached
+        token = _read_token(path)
+        if token is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = secrets.token_urlsafe(32)
+            tmp = path.with_name(f".csrf-secret.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:
+                    fh.write(fresh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(tmp, path)
+                    token = fresh
+                except FileExistsError:
+                    token = _read_token(path)
+                    if token is None:  # a broken file: replace it
+                        os.replace(tmp, path)
+                        token = fresh
+            finally:
+                tmp.unlink(missing_ok=True)
         _csrf_cache[path] = token
         return token
 

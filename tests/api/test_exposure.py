@@ -141,3 +141,21 @@ def test_serve_on_all_interfaces_with_auth_off_refuses_to_start(tmp_path: Path) 
     assert "unsafe_exposure" in proc.stderr
     assert "GENSCOPE_INSECURE_ALLOW_REMOTE_WITHOUT_AUTH" in proc.stderr
     assert not port_open(port) and not (tmp_path / "data").exists()  # refused before anything
+
+
+def test_csrf_secret_is_never_empty_or_half_written(tmp_path: Path) -> None:
+    """A secret file left empty or short (a crash, a full disk) is replaced, never trusted: an
+    empty token would let a browser change things without one."""
+    from backend.core import exposure
+    from backend.core.config import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    (tmp_path / "csrf-secret").write_text("")
+    exposure._csrf_cache.clear()
+    token = csrf_token(settings)
+    assert len(token) >= exposure.MIN_TOKEN_CHARS
+    assert (tmp_path / "csrf-secret").read_text() == token
+    assert (tmp_path / "csrf-secret").stat().st_mode & 0o777 == 0o600
+    exposure._csrf_cache.clear()
+    assert csrf_token(settings) == token  # another process reads the same token
+    assert [p.name for p in tmp_path.iterdir()] == ["csrf-secret"]  # no temporary file left

@@ -609,3 +609,18 @@ def test_dashboard_lists_the_comparisons(server: str, browser: Any) -> None:
     assert browser.find_element(By.ID, "compare-btn").is_enabled()
     screenshot(browser, "08-dashboard")
     assert console_errors(browser) == []
+
+
+def test_api_docs_render_from_the_installed_bundle(server: str, browser: Any) -> None:
+    """Swagger UI draws the API (every operation listed) under the docs page's strict CSP: no
+    script from elsewhere, no inline script, no console error."""
+    browser.get(server + "/docs")
+    operations = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"), 30, "Swagger UI"
+    )
+    paths = {op.text.replace("\u200b", "") for op in operations}
+    assert "/api/checkpoints" in paths and "/api/runs" in paths
+    scripts = js(browser, "return [...document.scripts].map(s => s.src)")
+    assert all(src.startswith(server + "/docs/") for src in scripts), scripts
+    screenshot(browser, "09-api-docs")
+    assert console_errors(browser) == []
