@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from backend.blobs import BlobStore, BlobWriter, UploadTooLarge
@@ -201,6 +202,12 @@ async def receive_upload(
     except BaseException as exc:
         if parts.writer is not None:
             parts.writer.discard()
+        if isinstance(exc, MultipartParseError) and str(exc).startswith("Maximum header"):
+            # the parser's own bounds: one header line, the number of headers of a part
+            raise form_too_large(
+                f"a form part's headers are past the parser's bounds ({exc})",
+                {"max_header_bytes": MAX_HEADER_BYTES},
+            ) from None
         if isinstance(exc, Exception):
             raise ServiceError("bad_request", f"malformed multipart body ({exc})") from None
         raise
