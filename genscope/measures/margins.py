@@ -268,7 +268,6 @@ class _Chunk:
         return self.forward(x, self.split(flat))
 
     @staticmethod
-    @staticmethod
     def _step(
         logits: torch.Tensor,
         y: torch.Tensor,
@@ -785,6 +784,14 @@ ROBUST_PARAMS = (
     Param("eps", str, "0.01,0.03,0.1,0.3", "radii at which robust accuracy is reported"),
     Param("linf_steps", int, 20, "PGD steps per radius for the L∞ radius", 1, 10_000),
     Param("linf_depth", int, 10, "bisection steps on the L∞ radius", 1, 60),
+    Param(
+        "attack_classes",
+        int,
+        0,
+        "competing classes attacked per example, highest logits first; 0 = every class",
+        0,
+        100_000,
+    ),
     Param("all_layer", bool, True, "also compute the robust all-layer margin (input = layer 0)"),
     *ALL_LAYER_PARAMS,
 )
@@ -817,6 +824,14 @@ def input_l2_margins(graph: LayerGraph, x: torch.Tensor, y: torch.Tensor, **solv
     return minimum_norm_flips(forward, x, y, [tuple(x.shape[1:])], ["input"], **solver)
 
 
+def competing_classes(logits: torch.Tensor, y: torch.Tensor, classes: int = 0) -> torch.Tensor:
+    """The wrong classes of each example, highest logit first: all of them (``classes`` = 0) or
+    the first ``classes``. Shape (n, k)."""
+    k = logits.shape[1] - 1 if classes <= 0 else min(classes, logits.shape[1] - 1)
+    wrong = logits.detach().scatter(1, y[:, None], float("-inf"))
+    return wrong.topk(k, dim=1).indices
+
+
 def input_linf_margins(
     graph: LayerGraph,
     x: torch.Tensor,
@@ -824,43 +839,71 @@ def input_linf_margins(
     upper: torch.Tensor,
     steps: int = 20,
     depth: int = 10,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smallest L∞ radius ε that flips each example: bisection on ε in [0, upper] with PGD
-    (sign steps, Madry et al. 2018) at each radius. ``upper`` must be feasible (the L∞ norm of
-    a flipping perturbation). Returns (radius, confirmed): each radius has a flipping
-    perturbation within it, found and re-checked."""
+    classes: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smallest L∞ radius ε that flips each example: bisection on ε in [0, upper], with a
+    targeted PGD attack (sign steps, Madry et al. 2018) on f_y − f_j for every competing class j
+    at each radius (``classes`` = 0: all of them), so the radius is the minimum over classes.
+
+    ``upper`` must be feasible (the L∞ norm of a flipping perturbation). Returns (radius,
+    confirmed, resolution): each confirmed radius has a flipping perturbation within it, and the
+    bisection interval left is ``resolution`` = upper / 2^depth wide. For an affine model the
+    sign step is the exact minimiser of f_y − f_j over the box, so the radius is
+    min_j (f_y − f_j) / ‖w_y − w_j‖₁ to the resolution; for other models it is the attack's
+    estimate, an upper bound on the true radius.
+    """
     lo = torch.zeros_like(upper)
     hi = upper.clone()
     ok = torch.isfinite(upper) & (upper > 0)
     x, y = x[ok], y[ok]
     lo_k, hi_k = lo[ok].to(x.device, x.dtype), hi[ok].to(x.device, x.dtype)
+    with torch.no_grad():
+        targets = competing_classes(graph(x, None), y, classes)
     for _ in range(depth):
         mid = (lo_k + hi_k) / 2
-        flips = _linf_attack(graph, x, y, mid, steps)
+        flips = _linf_attack(graph, x, y, mid, steps, targets)
         hi_k = torch.where(flips, mid, hi_k)
         lo_k = torch.where(flips, lo_k, mid)
     hi[ok] = hi_k.double().cpu()
-    return hi, ok
+    width = torch.zeros_like(upper)
+    width[ok] = (hi_k - lo_k).double().cpu()
+    return hi, ok, width
 
 
 def _linf_attack(
-    graph: LayerGraph, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, steps: int
+    graph: LayerGraph,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: torch.Tensor,
+    steps: int,
+    targets: torch.Tensor,
 ) -> torch.Tensor:
+    """Whether some competing class in ``targets`` (n, k) is reached within L∞ radius ``eps``:
+    targeted sign-gradient PGD on f_y − f_j, one class after the other, on the examples not
+    flipped yet."""
     shape = (-1,) + (1,) * (x.dim() - 1)
-    e = eps.reshape(shape)
-    eta = torch.zeros_like(x)
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for s in range(steps):
-        with torch.enable_grad():
-            eta = eta.detach().requires_grad_(True)
-            g = output_margins(graph(x + eta, None), y)
-            (grad,) = torch.autograd.grad(g.sum(), eta)
+    for c in range(targets.shape[1]):
+        idx = (~found).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xs, ys, ts = x[idx], y[idx], targets[idx, c : c + 1]
+        e = eps[idx].reshape(shape)
+        eta = torch.zeros_like(xs)
+        hit = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)
+        for s in range(steps):
+            with torch.enable_grad():
+                eta = eta.detach().requires_grad_(True)
+                logits = graph(xs + eta, None)
+                g = logits.gather(1, ys[:, None]) - logits.gather(1, ts)
+                (grad,) = torch.autograd.grad(g.sum(), eta)
+            with torch.no_grad():
+                hit |= output_margins(logits.detach(), ys) <= 0
+                size = 2.5 / steps if s < steps // 2 else 0.5 / steps
+                eta = torch.maximum(torch.minimum(eta - size * e * grad.sign(), e), -e)
         with torch.no_grad():
-            found |= g.detach() <= 0
-            size = 2.5 / steps if s < steps // 2 else 0.5 / steps
-            eta = torch.maximum(torch.minimum(eta - size * e * grad.sign(), e), -e)
-    with torch.no_grad():
-        found |= output_margins(graph(x + eta, None), y) <= 0
+            hit |= output_margins(graph(xs + eta, None), ys) <= 0
+        found[idx] = hit
     return found
 
 
@@ -877,27 +920,56 @@ def margin_robust(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
     """Smallest L2 and L∞ input perturbations that flip each example, and the robust all-layer
     margin with the input as layer 0.
 
-    L2: the minimum-norm solver of ``margin.all_layer`` on the input alone (unscaled). L∞:
-    bisection on the radius with PGD at each radius (Madry et al. 2018), started from the L∞ norm
-    of the L2 solution. Robust all-layer margin: Wei & Ma (2020), §5, with x ← x + δ_0 ‖x‖ as
-    layer 0. 0 for misclassified examples; the headline value is the median L2 radius.
+    Both radii are minima over the competing classes: every wrong class is attacked
+    (``attack_classes`` = 0), or the ``attack_classes`` with the highest logits, in which case the
+    radius is the minimum over those classes only. L2: the minimum-norm solver of
+    ``margin.all_layer`` on the input alone (unscaled), linearising every attacked class at each
+    step. L∞: bisection on the radius with a targeted PGD attack per class at each radius (Madry
+    et al. 2018), started from the L∞ norm of the L2 solution. For an affine model both are exact
+    (min_j (f_y − f_j) / ‖w_y − w_j‖_q with q = 2 for L2 and q = 1 for L∞) to the solver's and
+    the bisection's resolution; for other models they are the attacks' estimates, upper bounds on
+    the true radii. Robust all-layer margin: Wei & Ma (2020), §5, with x ← x + δ_0 ‖x‖ as layer 0.
+    0 for misclassified examples; the headline value is the median L2 radius.
     """
     eps = _parse_eps(params["eps"])
     solver = {p.name: params[p.name] for p in ALL_LAYER_PARAMS}
     graph = model_graph(ctx)
     sample = ctx.margin_sample()
-    l2 = input_l2_margins(graph, sample.x, sample.y, keep_perturbations=True, **solver)
+    with torch.no_grad():
+        num_classes = int(graph(sample.x[:1], None).shape[1])
+    attacked = num_classes - 1
+    if params["attack_classes"] > 0:
+        attacked = min(attacked, params["attack_classes"])
+    input_solver = {**solver, "classes": max(solver["classes"], attacked)}
+    l2 = input_l2_margins(graph, sample.x, sample.y, keep_perturbations=True, **input_solver)
     ok = l2.correct & l2.confirmed
     upper = torch.full_like(l2.values, math.inf)
     if l2.perturbations is not None and bool(ok.any()):
         upper[ok] = l2.perturbations[ok].abs().amax(1)
-    linf, linf_ok = input_linf_margins(
-        graph, sample.x, sample.y, upper, params["linf_steps"], params["linf_depth"]
+    linf, linf_ok, width = input_linf_margins(
+        graph,
+        sample.x,
+        sample.y,
+        upper,
+        params["linf_steps"],
+        params["linf_depth"],
+        attacked,
     )
     linf = torch.where(l2.correct, linf, torch.zeros_like(linf))
     linf[l2.correct & ~linf_ok] = math.nan
+    resolution = float(width[linf_ok].max()) if bool(linf_ok.any()) else None
+    competing = {
+        "attacked": attacked,
+        "of": num_classes - 1,
+        "rule": "every competing class"
+        if attacked == num_classes - 1
+        else f"the {attacked} competing classes with the highest logits",
+        "radius": "minimum over the attacked classes; exact for affine models, otherwise the "
+        "attack's estimate (an upper bound on the true radius)",
+    }
     out: dict[str, Any] = {
         "value": quantiles(l2.values)["p50"],
+        "classes": competing,
         "l2": {
             "values": l2.values,
             "quantiles": quantiles(l2.values),
@@ -907,6 +979,7 @@ def margin_robust(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
             "values": linf,
             "quantiles": quantiles(linf),
             "unconfirmed": int((l2.correct & ~linf_ok).sum()),
+            "resolution": resolution,
         },
         "robust_accuracy": [
             {

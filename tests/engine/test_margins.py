@@ -402,7 +402,7 @@ def test_input_margins_of_an_affine_classifier_are_closed_forms() -> None:
     assert_close(res.values[correct], l2[correct], rtol=1e-4, what="L2 radius")
     upper = res.perturbations.abs().amax(1)  # type: ignore[union-attr]
     upper[~correct] = math.inf
-    linf, ok = input_linf_margins(graph, x, y, upper, steps=20, depth=16)
+    linf, ok, _ = input_linf_margins(graph, x, y, upper, steps=20, depth=16)
     assert bool(ok[correct].all())
     assert_close(linf[correct], l1[correct], rtol=0.01, what="L∞ radius")
 
@@ -419,6 +419,90 @@ def test_robust_measure_runs_and_includes_the_input_layer() -> None:
     assert bool((linf <= l2 + 1e-9).all())  # ‖η‖∞ ≤ ‖η‖₂
     bad = analyze(case.model, _dataset(x, y), ["margin.robust"], {"margin.robust": {"eps": "a"}})
     assert bad.measures["margin.robust"].to_dict()["error"]["code"] == "bad_parameter"
+
+
+def _affine_case(seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A 6 -> 5 affine classifier with rows of unequal norms (so the nearest class is often not
+    the largest wrong logit), 60 examples labelled by its predictions, the first 6 changed."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 5)).double().eval()
+    with torch.no_grad():
+        model[0].weight.mul_(torch.linspace(0.3, 3.0, 5, dtype=torch.float64)[:, None])
+    gen = torch.Generator().manual_seed(100 + seed)
+    x = torch.randn(60, 6, generator=gen).float().double()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:6] = (y[:6] + 1) % 5
+    return model, x, y
+
+
+def _affine_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Closed forms of an affine classifier: per competing class j, gap_j / ‖w_y − w_j‖_q with
+    q = 2 (L2 radius) and q = 1 (L∞ radius); the radius is the minimum over j."""
+    w = model[0].weight.detach().double()
+    with torch.no_grad():
+        logits = model(x)
+    gaps = logits.gather(1, y[:, None]) - logits
+    diffs = w[y][:, None, :] - w[None, :, :]
+    l2 = (gaps / diffs.norm(dim=2)).scatter(1, y[:, None], math.inf)
+    l1 = (gaps / diffs.abs().sum(2)).scatter(1, y[:, None], math.inf)
+    return {
+        "correct": output_margins(logits, y) > 0,
+        "l2": l2.min(1).values,
+        "linf": l1.min(1).values,
+        "linf_class": l1.argmin(1),
+        "top_class": logits.scatter(1, y[:, None], -math.inf).argmax(1),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_robust_radii_of_affine_models_find_the_nearest_class(seed: int) -> None:
+    """Every L2 and L∞ radius equals min_j gap_j / ‖w_y − w_j‖_q (q = 2, 1) to the resolution,
+    for 5 classes, where the nearest class is often not the one with the largest wrong logit;
+    robust accuracy at each ε counts the closed-form radii above ε."""
+    model, x, y = _affine_case(seed)
+    exact = _affine_radii(model, x, y)
+    correct = exact["correct"]
+    assert int(correct.sum()) >= 5
+    # the case the largest-wrong-logit attack gets wrong is present
+    assert bool((exact["linf_class"] != exact["top_class"])[correct].any())
+    eps = [0.05, 0.1, 0.2, 0.4]
+    params = {"all_layer": False, "linf_depth": 24, "eps": ",".join(map(str, eps))}
+    out = analyze(model, _dataset(x, y), ["margin.robust"], {"margin.robust": params}, _opts())
+    result = out.measures["margin.robust"].to_dict()
+    assert result["status"] == "ok", result
+    assert result["classes"]["attacked"] == 4 and result["classes"]["of"] == 4
+    l2 = torch.tensor(result["l2"]["values"], dtype=torch.float64)
+    linf = torch.tensor(result["linf"]["values"], dtype=torch.float64)
+    resolution = result["linf"]["resolution"]
+    assert 0 < resolution < 1e-6
+    assert_close(l2[correct], exact["l2"][correct], rtol=1e-5, what="L2 radius")
+    gap = linf[correct] - exact["linf"][correct]
+    assert bool((gap >= -1e-12).all()), gap.min()  # a flip within the radius is real
+    assert bool((gap <= resolution + 1e-12).all()), (gap.max(), resolution)
+    assert torch.all(linf[~correct] == 0) and torch.all(l2[~correct] == 0)
+    n = x.shape[0]
+    for row, e in zip(result["robust_accuracy"], eps, strict=True):
+        for norm in ("l2", "linf"):
+            radii = torch.where(correct, exact[norm], torch.zeros_like(exact[norm]))
+            assert not bool(((radii - e).abs() < 1e-5).any())  # no radius within the resolution
+            assert row[norm] == pytest.approx(float((radii > e).sum()) / n, abs=1e-12)
+
+
+def test_robust_radius_over_fewer_classes_is_an_upper_bound() -> None:
+    """``attack_classes`` = 1 attacks only the largest wrong logit: never below the exact radius,
+    and above it where the nearest class is another one."""
+    model, x, y = _affine_case(0)
+    exact = _affine_radii(model, x, y)
+    params = {"all_layer": False, "linf_depth": 24, "attack_classes": 1, "classes": 1}
+    out = analyze(model, _dataset(x, y), ["margin.robust"], {"margin.robust": params}, _opts())
+    result = out.measures["margin.robust"].to_dict()
+    assert result["classes"]["attacked"] == 1 and "highest logits" in result["classes"]["rule"]
+    linf = torch.tensor(result["linf"]["values"], dtype=torch.float64)
+    c = exact["correct"]
+    assert bool((linf[c] >= exact["linf"][c] - 1e-12).all())
+    other = c & (exact["linf_class"] != exact["top_class"])
+    assert bool((linf[other] > exact["linf"][other] * 1.001).any())
 
 
 # --- label noise ---------------------------------------------------------------------------------
