@@ -1,5 +1,7 @@
 # GenScope service image: API (`genscope serve --no-worker` style uvicorn) and workers
-# (`genscope worker`). CPU torch by default; build with
+# (`genscope worker`). Tokens are on by default (GENSCOPE_AUTH=tokens): the API listens on
+# every interface of the container, and `genscope serve` refuses that with auth off. Create a
+# user with `docker compose exec api genscope users create NAME`. CPU torch by default; build with
 #   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124
 # for the GPU worker image.
 FROM python:3.11-slim
@@ -8,7 +10,14 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    GENSCOPE_DATA_DIR=/data
+    GENSCOPE_DATA_DIR=/data \
+    GENSCOPE_AUTH=tokens
+
+# bubblewrap: every process that reads an uploaded file runs inside it (docs/sandbox.md); it
+# needs user namespaces, which docker-compose.yml allows for the api and worker services
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 1000 genscope && mkdir -p /data && chown genscope /data
 WORKDIR /app
