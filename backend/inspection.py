@@ -173,6 +173,13 @@ def _inspect(args: list[str], timeout: float, what: str, settings: Settings) -> 
         err = out["error"]
         message = _hide_path(_hide_path(str(err.get("message", "")), Path(seen)), path)
         raise ServiceError(err.get("code", "bad_request"), message, err.get("detail"))
+    crash = sbx.crash_signal(proc.returncode)
+    if crash is not None:  # the file crashed the reader: the file's fault, not the service's
+        log.error("inspect of a %s crashed (%s): %s", what, crash, proc.stderr[-4000:])
+        code = "bad_dataset" if what == "dataset" else "bad_checkpoint"
+        raise ServiceError(
+            code, f"the {what} could not be read: reading it crashed the reader ({crash})"
+        )
     if proc.returncode != 0 or not isinstance(out, dict):
         log.error(
             "inspect of a %s failed (exit %s): %s", what, proc.returncode, proc.stderr[-4000:]

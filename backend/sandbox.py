@@ -287,9 +287,16 @@ def limit_hit(returncode: int, limits: Limits) -> str | None:
         return f"CPU time ({limits.cpu_seconds} s) or memory ({limits.memory_mb} MB)"
     if sig == signal.SIGXFSZ:
         return f"file size ({limits.file_size_mb} MB)"
-    return (
-        f"signal {signal.Signals(sig).name}" if sig in signal.Signals._value2member_map_ else None
-    )
+    return None  # another signal: the process crashed (see :func:`crash_signal`)
+
+
+def crash_signal(returncode: int) -> str | None:
+    """The name of the signal that killed a child (directly or under bubblewrap), or None."""
+    sig = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 193 else 0
+    try:
+        return signal.Signals(sig).name if sig else None
+    except ValueError:
+        return f"signal {sig}"
 
 
 _checked: set[tuple[str, str]] = set()

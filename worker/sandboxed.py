@@ -185,6 +185,6 @@ def _relay(
         return ChildFailed(
             "sandbox_limit", f"the analysis was stopped at the sandbox's limit on {hit}"
         )
-    return ChildFailed(
-        "analysis_failed", f"the analysis process exited with status {returncode} (see the logs)"
-    )
+    crash = sbx.crash_signal(returncode)
+    how = f"was killed by {crash}" if crash else f"exited with status {returncode}"
+    return ChildFailed("analysis_failed", f"the analysis process {how} (see the logs)")

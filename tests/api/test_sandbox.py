@@ -259,3 +259,13 @@ def test_inspections_beyond_the_limit_answer_503_and_store_nothing(make_client: 
     sha = hashlib.sha256(data).hexdigest()
     assert all(c["sha256"] != sha for c in listed)
     assert upload_checkpoint(client, data).status_code == 201  # the slot is free again
+
+
+def test_a_file_that_crashes_the_reader_answers_422_not_502(
+    client: Any, escaping_boot: None
+) -> None:
+    """A reader killed by a signal (a segfault in a native parser) is the file's fault."""
+    payload = b"import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    answer = upload_checkpoint(client, payload, arch=None, name="crash.pt2")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["code"] == "bad_checkpoint" and "SIGSEGV" in answer.json()["message"]
