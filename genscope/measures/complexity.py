@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from genscope.errors import BadParameter, UnsupportedModel
-from genscope.graph import affine_layers
+from genscope.graph import _static_batch, affine_layers
 from genscope.measures.context import MeasureContext
 from genscope.measures.margins import output_margins
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
 from genscope.measures.stats import finite_or_reason
+from genscope.network import Step, ViewInterpreter, network_view
 from genscope.norms import LayerNorms, layer_norms
 
 MARGIN_Q = Param("margin_quantile", float, 0.1, "quantile of training output margins = γ", 0.0, 1.0)
@@ -175,49 +176,81 @@ def frobenius_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
 # --- path norm ---------------------------------------------------------------------------------
 
 
+PATH_NORM_CONVENTION = (
+    "BatchNorm folded into the affine map before it, then squared: weight (aW)², bias "
+    "(ab + β − aμ)² with a = γ/sqrt(σ² + ε) (measures.md, Conventions); a BatchNorm not after "
+    "an affine map is a per-channel layer a², (β − aμ)²"
+)
+
+
 def path_norm_squared(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, list[str]]:
     """Σ over input-output paths of Π_e w_e² = 1ᵀ f_{w²}(𝟙) (Jiang et al. 2020, eq. 44).
 
-    Every parameter is squared and an all-ones input of the data shape is fed through the model
-    in eval mode (Neyshabur et al. 2015; bneyshabur/generalization-bounds ``lp_path_norm``).
-    BatchNorm layers (modules) count as per-channel affine layers with their running statistics
-    folded in: scale a = γ/sqrt(σ² + ε) and shift β − aμ, both squared. Exact for ReLU networks
-    of Linear/Conv layers without pooling; biases are paths from constant units. Returns the
-    value and notes on where the identity is not exact.
+    Every affine weight and bias is squared and an all-ones input of the data shape is fed
+    through the network's graph (Neyshabur et al. 2015; bneyshabur/generalization-bounds
+    ``lp_path_norm``), read from :func:`genscope.network.network_view` whatever the model's
+    form. BatchNorm follows :data:`PATH_NORM_CONVENTION`. Exact for ReLU networks of Linear/Conv
+    layers without pooling; biases are paths from constant units. Returns the value and notes on
+    where the identity is not exact.
+
+    Raises:
+        UnsupportedModel: an operation the view cannot interpret, or no affine layer.
     """
+    view = network_view(model, torch.ones((2, *input_shape), dtype=_dtype(model)))
+    if view.unknown:
+        raise UnsupportedModel(
+            f"the path norm cannot interpret these operations: {', '.join(view.unknown[:5])}"
+        )
+    if not view.affine:
+        raise UnsupportedModel("the model has no affine (Linear or Conv) layers")
     notes: list[str] = []
-    params = {k: v.detach() ** 2 for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
-            prefix = f"{name}." if name else ""
-            var = m.running_var.detach()
-            a = 1.0 / torch.sqrt(var + m.eps)
-            if m.weight is not None:
-                a = a * m.weight.detach()
-            shift = -a * m.running_mean.detach()
-            if m.bias is not None:
-                shift = shift + m.bias.detach()
-            buffers[prefix + "running_mean"] = torch.zeros_like(var)
-            buffers[prefix + "running_var"] = torch.full_like(var, 1.0 - m.eps)
-            if m.weight is None or m.bias is None:
-                notes.append(f"{name}: BatchNorm without affine parameters left unfolded")
-                continue
-            params[prefix + "weight"] = a**2
-            params[prefix + "bias"] = shift**2
-        elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool2d)):
-            notes.append(f"{name}: max-pooling keeps one path, so the value undercounts")
-        elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-            notes.append(f"{name}: average pooling weights enter unsquared (1/k, not 1/k²)")
-        elif isinstance(m, (nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus)):
-            notes.append(f"{name}: {type(m).__name__} is not the identity on positive inputs")
-    p0 = next(iter(params.values()), None)
-    dtype = p0.dtype if p0 is not None else torch.float64
-    device = p0.device if p0 is not None else torch.device("cpu")
-    ones = torch.ones((1, *input_shape), dtype=dtype, device=device)
+    folded = {s.folds_into: s.batchnorm for s in view.by_role("batchnorm") if s.folds_into}
+    for s in view.steps:
+        if s.role == "pool" and "max" in s.kind:
+            notes.append(f"{s.name}: max-pooling keeps one path, so the value undercounts")
+        elif s.role == "pool":
+            notes.append(f"{s.name}: average pooling weights enter unsquared (1/k, not 1/k²)")
+        elif s.role == "activation" and s.kind != "relu":
+            notes.append(f"{s.name}: {s.kind} is not the identity on positive inputs")
+
+    def channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return t.reshape((1, -1) + (1,) * (like.dim() - 2))
+
+    def on_step(step: Step, args: tuple[Any, ...]) -> Any:
+        if step.role == "affine":
+            w, b = step.weight.detach(), step.bias  # type: ignore[union-attr]
+            b = None if b is None else b.detach()
+            bn = folded.get(step.name)
+            if bn is not None:
+                a = bn.scale.detach()
+                w = w * a.reshape((-1,) + (1,) * (w.dim() - 1))
+                b = bn.shift.detach() + (0 if b is None else a * b)
+            out = view.affine_call(step, args[0], w**2)
+            return out if b is None else out + channel(b**2, out)
+        if step.role == "batchnorm":
+            x = args[0]
+            if step.folds_into is None:
+                bn = step.batchnorm
+                x = channel(bn.scale.detach() ** 2, x) * x + channel(bn.shift.detach() ** 2, x)  # type: ignore[union-attr]
+            if isinstance(step.node.meta.get("val"), (tuple, list)):
+                return (x, x.new_empty(0), x.new_empty(0))
+            return x
+        return NotImplemented
+
+    ones = torch.ones((1, *input_shape), dtype=_dtype(model))
+    static = _static_batch(view.module)
+    if static is not None:
+        ones = ones.expand(static, *input_shape)
     with torch.no_grad():
-        out = torch.func.functional_call(model, (params, buffers), (ones,))
-    return float(out.double().sum()), notes
+        out = ViewInterpreter(view, on_step).run(ones)
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return float(out[:1].double().sum()), notes
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    p0 = next(iter(model.parameters()), None)
+    return p0.dtype if p0 is not None else torch.float64
 
 
 @measure(
@@ -234,14 +267,18 @@ def path_norm(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     Neyshabur, Tomioka & Srebro, "Norm-based capacity control in neural networks", COLT 2015,
     φ₂; Jiang et al. 2020 report it without the square root. ``sqrt`` holds φ₂ itself.
     """
-    value, notes = path_norm_squared(ctx.model, tuple(ctx.data.input_shape))
     gamma, _ = margin_at_quantile(ctx, params["margin_quantile"])
+    try:
+        value, notes = path_norm_squared(ctx.model, tuple(ctx.data.input_shape))
+    except UnsupportedModel as exc:
+        return {"value": None, "reason": exc.message, "exact": False}
     out: dict[str, Any] = {
         "sqrt": math.sqrt(value) if value >= 0 else None,
         "margin": _margin_block(gamma, params["margin_quantile"]),
         "over_margin": value / gamma**2 if gamma > 0 else None,
         "notes": notes,
         "exact": not notes,
+        "batchnorm_convention": PATH_NORM_CONVENTION,
     }
     return finite_or_reason(out, value, "the path norm")
 

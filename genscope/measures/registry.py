@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from genscope.measures.context import MeasureContext
 
 GROUPS = ("metrics", "margins", "hessian", "sharpness", "bounds", "representation")
+#: The forms a model arrives in: a zoo or plain module, a state dict with an architecture,
+#: a ``torch.export`` program. A measure declares the forms it is defined for (default: all);
+#: on another form it reports ``value: null`` with a reason.
+FORMS = ("module", "state_dict", "program")
 HIGHER_IS_BETTER = "higher_is_better"
 LOWER_IS_BETTER = "lower_is_better"
 
@@ -150,6 +154,7 @@ class Measure:
     source: str = ""
     cost: str = "cheap"  # cheap | moderate | expensive
     requires: frozenset[str] = field(default_factory=frozenset)  # e.g. {"functional"}
+    forms: frozenset[str] = frozenset(FORMS)  # the model forms the measure is defined for
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -172,6 +177,7 @@ class Measure:
             "description": self.description,
             "source": self.source,
             "cost": self.cost,
+            "forms": sorted(self.forms),
             "params": [p.describe() for p in self.params],
         }
 
@@ -183,6 +189,8 @@ def register(m: Measure) -> Measure:
     """Add a measure to the registry; ids are unique."""
     if m.group not in GROUPS:
         raise ValueError(f"measure {m.id}: unknown group {m.group!r}")
+    if not m.forms <= set(FORMS):
+        raise ValueError(f"measure {m.id}: unknown forms {sorted(m.forms - set(FORMS))}")
     if m.id in _REGISTRY and _REGISTRY[m.id].compute is not m.compute:
         raise ValueError(f"measure id {m.id!r} registered twice")
     _REGISTRY[m.id] = m
@@ -197,6 +205,7 @@ def measure(
     source: str = "",
     cost: str = "cheap",
     requires: Iterable[str] = (),
+    forms: Iterable[str] = FORMS,
 ) -> Callable[[Compute], Compute]:
     """Decorator form of :func:`register`; the docstring's first line becomes the description."""
 
@@ -213,6 +222,7 @@ def measure(
                 source=source,
                 cost=cost,
                 requires=frozenset(requires),
+                forms=frozenset(forms),
             )
         )
         return fn

@@ -9,14 +9,18 @@ batches is reported as ``stderr``. The search routines live in :mod:`genscope.pe
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from genscope.errors import GenScopeError
 from genscope.measures.context import MeasureContext, Sample
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
 from genscope.measures.stats import finite_or_reason, quantiles
+from genscope.network import NetworkView, Step
 from genscope.perturb import (
     FlatParams,
     LossFn,
@@ -226,7 +230,15 @@ def adaptive_average(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
 # --- PAC-Bayes flatness (σ search) --------------------------------------------------------------
 
 SEARCH_PARAMS = [
-    Param("draws", int, 10, "noise draws per σ", 1, 10_000),
+    Param("draws", int, 10, "noise draws per σ at least", 1, 10_000),
+    Param(
+        "max_draws",
+        int,
+        256,
+        "noise draws per σ at most; drawing stops once the stderr is at most tolerance / 2",
+        1,
+        100_000,
+    ),
     Param("depth", int, 15, "bisection steps on [0, upper]", 1, 60),
     Param("target", float, 0.1, "accuracy drop the σ is searched for", 1e-4, 1.0),
     Param("tolerance", float, 0.01, "stop when the drop is this close to the target", 0.0, 1.0),
@@ -235,16 +247,62 @@ SEARCH_PARAMS = [
 ]
 
 
+def sequential_mean(
+    draw: Callable[[], float], min_draws: int, max_draws: int, stderr_limit: float
+) -> tuple[float, float, int]:
+    """Mean and standard error of ``draw()``, drawing until the stderr is at most
+    ``stderr_limit`` (after ``min_draws`` at least) or ``max_draws`` draws are made.
+    Returns (mean, stderr, draws)."""
+    values = [draw() for _ in range(max(1, min_draws))]
+    mean, se = mean_and_stderr(values)
+    while len(values) < max_draws and not se <= stderr_limit:
+        values.append(draw())
+        mean, se = mean_and_stderr(values)
+    return mean, se, len(values)
+
+
+def search_sigma(
+    draw_at: Callable[[float], float], clean: float, params: dict[str, Any]
+) -> SigmaSearch:
+    """The bisection on σ of Jiang et al. 2020 (appendix; Dziugaite et al. 2020 code) with the
+    number of draws at each σ chosen from the tolerance: draws are added until the standard
+    error of the accuracy (hence of the drop) is at most tolerance / 2, between ``draws`` and
+    ``max_draws``. ``converged`` only when the drop is within ``tolerance`` of ``target`` and the
+    stderr at the returned σ is at most tolerance / 2: otherwise the estimate cannot tell."""
+    limit = params["tolerance"] / 2
+    low, high = params["draws"], max(params["draws"], params["max_draws"])
+    counts: list[int] = []
+
+    def accuracy_under_noise(sigma: float) -> tuple[float, float]:
+        mean, se, n = sequential_mean(lambda: draw_at(sigma), low, high, limit)
+        counts.append(n)
+        return mean, se
+
+    search = sigma_search(
+        accuracy_under_noise,
+        clean,
+        target=params["target"],
+        tolerance=params["tolerance"],
+        upper=params["upper"],
+        depth=params["depth"],
+    )
+    for evaluation, n in zip(search.evaluations, counts, strict=True):
+        evaluation["draws"] = n
+    told = search.accuracy_stderr <= limit  # False for NaN (a single draw)
+    return dataclasses.replace(search, converged=search.converged and told)
+
+
 def pacbayes_sigma(
     ctx: MeasureContext, params: dict[str, Any], magnitude: bool, epsilon: float = 1e-3
 ) -> tuple[SigmaSearch, Sample, int]:
-    """The σ (or σ') search of Jiang et al. 2020 on the shared sample, cached per parameters.
+    """The σ (or σ') search of Jiang et al. 2020 on the shared sample, cached per parameters
+    (:func:`search_sigma`: draws per σ chosen from the tolerance).
 
     Noise u ~ N(0, σ² I) on every parameter (std σ: the reference code's ``torch.normal(0, σ²)``
     is a bug, measures-research §5.3), or u_i ~ N(0, σ'² w_i² + ε²) when ``magnitude``.
     Returns the search, the sample, and the number of forward passes.
     """
-    keys = ("samples", "draws", "depth", "target", "tolerance", "upper")
+    keys = ("samples", "draws", "max_draws", "depth", "target", "tolerance", "upper")
     key = ("pacbayes_sigma", magnitude, epsilon, *(params[k] for k in keys))
     if key in ctx.cache:
         return ctx.cache[key]
@@ -253,28 +311,21 @@ def pacbayes_sigma(
     clean = objective.accuracy(theta)
     depth = params["depth"]
     calls = [0]
+    std: dict[float, torch.Tensor] = {}  # the current σ's noise std only
 
-    def accuracy_under_noise(sigma: float) -> tuple[float, float]:
-        if magnitude:
-            std = torch.sqrt(sigma**2 * theta.double() ** 2 + epsilon**2)
-        else:
-            std = torch.full_like(theta, sigma, dtype=torch.float64)
-        accs = []
-        for _ in range(params["draws"]):
-            noise = torch.randn(theta.shape, generator=gen, dtype=torch.float64) * std.cpu()
-            accs.append(objective.accuracy(theta + noise.to(theta.device, theta.dtype)))
-        calls[0] += 1
-        ctx.progress(calls[0] / depth, f"σ = {sigma:.4g}")
-        return mean_and_stderr(accs)
+    def draw_at(sigma: float) -> float:
+        if sigma not in std:
+            std.clear()
+            calls[0] += 1
+            ctx.progress(calls[0] / depth, f"σ = {sigma:.4g}")
+            if magnitude:
+                std[sigma] = torch.sqrt(sigma**2 * theta.double() ** 2 + epsilon**2).cpu()
+            else:
+                std[sigma] = torch.full(theta.shape, sigma, dtype=torch.float64)
+        noise = torch.randn(theta.shape, generator=gen, dtype=torch.float64) * std[sigma]
+        return objective.accuracy(theta + noise.to(theta.device, theta.dtype))
 
-    search = sigma_search(
-        accuracy_under_noise,
-        clean,
-        target=params["target"],
-        tolerance=params["tolerance"],
-        upper=params["upper"],
-        depth=depth,
-    )
+    search = search_sigma(draw_at, clean, params)
     result = (search, sample, objective.num_forward)
     ctx.cache[key] = result
     return result
@@ -292,14 +343,18 @@ def _flatness_result(
         "clean_accuracy": search.clean_accuracy,
         "evaluations": search.evaluations,
         "steps": len(search.evaluations),
-        "draws": params["draws"],
+        "draws": search.evaluations[-1]["draws"] if search.evaluations else 0,
+        "draws_range": [params["draws"], max(params["draws"], params["max_draws"])],
+        "stderr_limit": params["tolerance"] / 2,
+        "convergence": "|drop − target| ≤ tolerance and stderr ≤ tolerance / 2 at the σ",
         "num_forward": num_forward,
         "sample": sample_block(sample),
     }
     if not search.converged:
         out["note"] = (
-            f"the bisection did not reach a drop within {params['tolerance']} of "
-            f"{params['target']} in {params['depth']} steps; the last midpoint is reported"
+            f"no σ within {params['depth']} steps had a drop within {params['tolerance']} of "
+            f"{params['target']} with a stderr at most {params['tolerance'] / 2} (stderr at the "
+            f"reported σ: {search.accuracy_stderr:.3g}); the last midpoint is reported"
         )
     value = 1.0 / search.sigma**2 if search.sigma > 0 else math.inf
     return finite_or_reason(out, value, f"1/{name}²")
@@ -319,7 +374,9 @@ def pacbayes_flatness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, 
 
     Jiang, Neyshabur, Mobahi, Krishnan & Bengio, "Fantastic generalization measures and where to
     find them", ICLR 2020, eq. 53 (pac-bayes-flatness); bisection on σ ∈ [0, 2], depth 15,
-    10 draws, target drop 0.1 ± 0.01 (their appendix; Dziugaite et al. 2020 code).
+    target drop 0.1 ± 0.01 (their appendix; Dziugaite et al. 2020 code). Their 10 draws per σ
+    give a stderr (~0.02) above the tolerance, so the draws here are sequential: 10 at least,
+    more until the stderr is at most tolerance / 2 (256 at most); ``converged`` needs both.
     """
     search, sample, nf = pacbayes_sigma(ctx, params, magnitude=False)
     return _flatness_result(search, sample, nf, params, "sigma")
@@ -392,23 +449,49 @@ def keskar(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
 # --- input smoothness ---------------------------------------------------------------------------
 
 
-def _first_linear(ctx: MeasureContext, x: torch.Tensor) -> tuple[str, torch.nn.Module] | None:
-    """The first affine map in forward order, if it is a Linear layer fed the flattened input."""
-    from genscope.graph import affine_layers, is_scripted
+def _first_linear(ctx: MeasureContext, x: torch.Tensor) -> tuple[NetworkView, Step] | None:
+    """The network's view and its first affine map, if that map is a Linear layer fed the
+    flattened input (through shape operations only)."""
+    from genscope.network import network_view
 
-    if is_scripted(ctx.model):
-        return None
     try:
-        layers = affine_layers(ctx.model, x[:1])
-    except Exception:
+        view = network_view(ctx.model, x[:1])
+    except GenScopeError:
         return None
-    if not layers or layers[0].kind != "linear":
+    if not view.affine or view.affine[0].kind != "linear":
         return None
-    modules = dict(ctx.model.named_modules())
-    module = modules.get(layers[0].name)
-    if module is None or module.weight.shape[1] != x[0].numel():
+    first = view.affine[0]
+    if first.weight is None or first.weight.shape[1] != x[0].numel():
         return None
-    return layers[0].name, module
+    node = first.node.args[0]
+    while isinstance(node, torch.fx.Node) and view.step(node).role == "shape":
+        node = node.args[0] if node.args else None
+    if not isinstance(node, torch.fx.Node) or view.step(node).role != "input":
+        return None
+    return view, first
+
+
+def _forward_capture(
+    view: NetworkView, first: Step, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """Logits and the first affine map's output z, by running the view's graph and reading
+    z at its node (a graph node, not a module hook: exported programs call no submodule).
+    Programs with a fixed batch size run in zero-padded chunks (exact in eval mode): z comes
+    as one tensor per chunk with the number of real rows in it."""
+    from genscope.graph import _first, _pad, _static_batch
+    from genscope.network import ViewInterpreter
+
+    static = _static_batch(view.module)
+    b = x.shape[0] if static is None else static
+    logits, zs, sizes = [], [], []
+    for start in range(0, x.shape[0], b):
+        size = min(b, x.shape[0] - start)
+        run = ViewInterpreter(view, record={first.node})
+        out = _first(run.run(_pad(x[start : start + size], b)))
+        logits.append(out[:size])
+        zs.append(run.values[first.node])
+        sizes.append(size)
+    return torch.cat(logits), zs, sizes
 
 
 @measure(
@@ -431,31 +514,28 @@ def input_smoothness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
     sample = ctx.train_sample(params["samples"], SAMPLE_PURPOSE)
     bs = params["batch_size"]
     first = _first_linear(ctx, sample.x)
-    captured: dict[str, torch.Tensor] = {}
-    handle = None
-    if first is not None:
-        handle = first[1].register_forward_hook(lambda _m, _i, out: captured.__setitem__("z", out))
     fx, fl, fz, xn = [], [], [], []
-    try:
-        for i in range(0, sample.n, bs):
-            x = sample.x[i : i + bs].detach().clone().requires_grad_(True)
-            y = sample.y[i : i + bs]
-            with torch.enable_grad():
-                logits = ctx.model(x)
-                fy = logits.gather(1, y[:, None]).sum()
-                losses = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-                inputs = [x, captured["z"]] if first is not None else [x]
-                grads = torch.autograd.grad(fy, inputs, retain_graph=True)
-                (gl,) = torch.autograd.grad(losses, [x])
-            fx.append(grads[0].flatten(1).norm(dim=1))
-            fl.append(gl.flatten(1).norm(dim=1))
+    for i in range(0, sample.n, bs):
+        x = sample.x[i : i + bs].detach().clone().requires_grad_(True)
+        y = sample.y[i : i + bs]
+        with torch.enable_grad():
+            sizes: list[int] = []
             if first is not None:
-                fz.append(grads[1].flatten(1).norm(dim=1))
-            xn.append(x.detach().flatten(1).norm(dim=1))
-            ctx.progress(min(1.0, (i + bs) / sample.n), "input gradients")
-    finally:
-        if handle is not None:
-            handle.remove()
+                logits, zs, sizes = _forward_capture(first[0], first[1], x)
+                inputs = [x, *zs]
+            else:
+                logits, inputs = ctx.model(x), [x]
+            fy = logits.gather(1, y[:, None]).sum()
+            losses = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            grads = torch.autograd.grad(fy, inputs, retain_graph=True)
+            (gl,) = torch.autograd.grad(losses, [x])
+        fx.append(grads[0].flatten(1).norm(dim=1))
+        fl.append(gl.flatten(1).norm(dim=1))
+        if first is not None:
+            gz = torch.cat([g[:n] for g, n in zip(grads[1:], sizes, strict=True)])
+            fz.append(gz.flatten(1).norm(dim=1))
+        xn.append(x.detach().flatten(1).norm(dim=1))
+        ctx.progress(min(1.0, (i + bs) / sample.n), "input gradients")
     grad_f = torch.cat(fx).double()
     grad_loss = torch.cat(fl).double()
     out: dict[str, Any] = {
@@ -465,8 +545,8 @@ def input_smoothness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
         "sample": sample_block(sample),
     }
     if first is not None:
-        name, module = first
-        w_spec = float(torch.linalg.matrix_norm(module.weight.detach().double(), ord=2))
+        name, weight = first[1].name, first[1].weight
+        w_spec = float(torch.linalg.matrix_norm(weight.detach().double(), ord=2))  # type: ignore[union-attr]
         grad_z = torch.cat(fz).double()
         x_norm = torch.cat(xn).double()
         grad_w = grad_z * x_norm  # ‖∇_W f_y‖_F = ‖∇_z f_y‖ ‖x‖

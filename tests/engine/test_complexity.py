@@ -187,13 +187,14 @@ def test_weight_spectrum_measure():
 
 
 def test_path_norm_counts_batchnorm_as_a_folded_affine_layer():
-    """Linear → BN → ReLU → Linear: BN is the per-channel map a·x + (β − aμ), both squared."""
+    """Linear → BN → ReLU → Linear: BN folded first (measures.md), weight (aW)², bias
+    (ab + β − aμ)², not a separate squared layer a²(W²·1 + b²) + (β − aμ)²."""
     case = mlp_batchnorm()
     lin1, bn, _, lin2 = case.model
     a = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias.detach() - a * bn.running_mean
-    w1, b1 = lin1.weight.detach() ** 2, lin1.bias.detach() ** 2
-    hidden = (w1.sum(1) + b1) * a**2 + shift**2
+    w1, b1 = lin1.weight.detach(), lin1.bias.detach()
+    hidden = ((a[:, None] * w1) ** 2).sum(1) + (a * b1 + shift) ** 2
     expected = float((lin2.weight.detach() ** 2 @ hidden + lin2.bias.detach() ** 2).sum())
     value, notes = path_norm_squared(case.model, (5,))
     assert_close(value, expected, rtol=1e-12, what="path norm with BatchNorm")
