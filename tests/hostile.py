@@ -801,6 +801,22 @@ def _pickle_cases() -> list[Case]:
     ]
 
 
+def _nested_program(depth: int) -> Callable[[Path], bytes]:
+    """The clean program with a list nested ``depth`` deep inside its graph (deeper than a
+    recursive parser or check descends: a clear refusal, not a crash)."""
+
+    def make(m: Path) -> bytes:
+        def replace(name: str, body: bytes) -> bytes | None:
+            if not (name.endswith(".json") and "/models/" in f"/{name}"):
+                return None
+            text = json.dumps(json.loads(body))
+            return (text[:-1] + ', "nested": ' + "[" * depth + "]" * depth + "}").encode()
+
+        return rewrite_zip(clean_pt2(), replace)
+
+    return make
+
+
 def _corrupt_cases() -> list[Case]:
     png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
     rng = np.random.default_rng(1234)
@@ -832,6 +848,10 @@ def _corrupt_cases() -> list[Case]:
             BAD,
         ),
         Case("zip-header-only", "corrupt", lambda m: b"PK\x03\x04" + bytes(26), BAD),
+        *(
+            Case(f"pt2-json-nested-{depth}", "corrupt", _nested_program(depth), BAD, ".pt2")
+            for depth in (5_000, 200_000)
+        ),
         Case("empty", "corrupt", lambda m: b"", BAD, api_status=400),
     ]
 

@@ -530,7 +530,8 @@ def _scan_export(path: Path) -> None:
                         _check_pickled_tensor(path, zf, member, str(fqn))
     except ArchiveError as exc:
         raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(f"{path.name}: {exc}") from None
-    except (ValueError, KeyError, zipfile.BadZipFile, OSError) as exc:
+    except (ValueError, KeyError, zipfile.BadZipFile, OSError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser (or the check) descends
         raise BadCheckpoint(
             f"{path.name}: not a loadable torch.export archive ({first_line(exc)})"
         ) from None
