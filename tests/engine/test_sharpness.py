@@ -13,6 +13,7 @@ from genscope import analyze
 from genscope.errors import BadParameter
 from genscope.io.datasets import Dataset, from_arrays, load_dataset
 from genscope.measures.context import AnalysisOptions
+from genscope.measures.sharpness import search_sigma, sequential_mean
 from genscope.perturb import (
     FlatParams,
     Objective,
@@ -369,3 +370,75 @@ def test_sharpness_rises_with_label_noise_at_the_defaults():
     values = ordered_values(ids)
     failures = {m: v for m, v in values.items() if not v[0] < v[1] < v[2]}
     assert not failures, f"not increasing with label noise 0/25/50%: {failures}"
+
+
+# --- σ search: draws chosen from the tolerance ---------------------------------------------------
+
+
+def _noisy_linear_accuracy(seed: int = 0, spread: float = 0.06):
+    """Accuracy under noise falling as 1 − 0.5 σ, each draw off by N(0, spread²): the σ with a
+    0.1 drop is 0.2."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw_at(sigma: float) -> float:
+        return 1.0 - 0.5 * sigma + spread * float(torch.randn((), generator=gen))
+
+    return draw_at
+
+
+SEARCH = {"target": 0.1, "tolerance": 0.01, "upper": 2.0, "depth": 15}
+
+
+def test_sigma_search_is_not_converged_when_the_draws_cannot_tell():
+    """10 draws with spread 0.06: stderr ~0.019 > tolerance / 2, so never converged, even where
+    the noisy drop happens to land within the tolerance."""
+    params = {**SEARCH, "draws": 10, "max_draws": 10}
+    for seed in range(5):
+        res = search_sigma(_noisy_linear_accuracy(seed), 1.0, params)
+        assert not res.converged
+        assert res.accuracy_stderr > 0.005
+        assert all(e["draws"] == 10 for e in res.evaluations)
+
+
+def test_sigma_search_converges_with_enough_draws():
+    params = {**SEARCH, "draws": 10, "max_draws": 2000}
+    for seed in range(3):
+        res = search_sigma(_noisy_linear_accuracy(seed), 1.0, params)
+        assert res.converged
+        assert res.accuracy_stderr <= 0.005
+        drop = 1.0 - res.accuracy
+        assert abs(drop - 0.1) <= 0.01
+        # true drop at σ is 0.5 σ: within tolerance + 3 stderr of the target
+        assert abs(0.5 * res.sigma - 0.1) <= 0.01 + 3 * 0.005
+        assert all(10 <= e["draws"] <= 2000 for e in res.evaluations)
+        assert any(e["draws"] > 10 for e in res.evaluations)
+
+
+def test_sequential_mean_stops_at_the_stderr_limit():
+    draw = _noisy_linear_accuracy(0, spread=0.05)
+    mean, se, n = sequential_mean(lambda: draw(0.0), 10, 10_000, 0.005)
+    assert abs(mean - 1.0) <= 4 * se
+    assert se <= 0.005 and n > 10
+    assert n < 400  # about (0.05 / 0.005)² = 100 draws
+    _, se_one, n_one = sequential_mean(lambda: 1.0, 1, 5, 0.005)
+    assert n_one == 2 and se_one == 0.0  # a single draw has no stderr: one more is drawn
+    _, _, n_const = sequential_mean(lambda: 0.7, 10, 500, 0.005)
+    assert n_const == 10
+
+
+def test_pacbayes_flatness_reports_the_draws_and_the_stderr():
+    case = relu_mlp()
+    data = _dataset(case)
+    params = {"depth": 6, "draws": 4, "max_draws": 40, "samples": 128}
+    report = analyze(
+        case.model, data, ["sharpness.pacbayes_flatness"], {"sharpness.pacbayes_flatness": params}
+    )
+    out = report.measures["sharpness.pacbayes_flatness"].to_dict()
+    assert out["status"] == "ok", out
+    assert out["stderr_limit"] == 0.005 and out["draws_range"] == [4, 40]
+    assert 4 <= out["draws"] <= 40
+    assert all(4 <= e["draws"] <= 40 for e in out["evaluations"])
+    if out["converged"]:
+        assert out["accuracy_stderr"] <= 0.005
+    else:
+        assert "stderr" in out["note"]
