@@ -190,3 +190,32 @@ def test_concurrent_identical_uploads_give_one_row(
     answer = upload_checkpoint(client, tiny_checkpoint, config=other, headers=alice)
     if answer.status_code in (200, 201):  # a different architecture is a row of its own
         assert _count(client.settings, Checkpoint, "alice-u") == 2
+
+
+def test_same_bytes_with_another_architecture_is_a_row_of_its_own(db_url: str) -> None:
+    """The unique index holds the architecture: same user and bytes, another config, two rows;
+    the same config again answers the stored row."""
+    from backend.core.db import migrate
+
+    migrate(db_url)
+    with session_scope(db_url) as session:
+        user, _ = crud.create_user(session, name=f"arch-{os.urandom(4).hex()}")
+        sha = os.urandom(32).hex()
+        info = {"format": "safetensors", "num_params": 1}
+
+        def store(config: dict[str, Any]) -> Checkpoint:
+            return crud.create_checkpoint(
+                session,
+                user=user,
+                name="m",
+                sha256=sha,
+                size=1,
+                info=info,
+                arch="mlp",
+                arch_config=config,
+            )
+
+        first = store(MOONS_MLP)
+        other = store({**MOONS_MLP, "widths": [4]})
+        again = store(dict(MOONS_MLP))
+        assert other.id != first.id and again.id == first.id
