@@ -1,10 +1,14 @@
 """Numerical generalization bounds with every term shown (measures.md, "Bounds and complexity").
 
 Each bound returns ``value`` (the bound on the test error), ``terms`` (every factor that enters
-it), ``vacuous`` (value ≥ 1), ``rigorous`` (whether the constants are those of a checked
-theorem and every assumption is met) with ``rigorous_reason``, and ``test_error`` when the
-dataset has a test split. Norms come from :func:`genscope.norms.layer_norms` (BatchNorm folded,
-convolution operator norms at the actual input shape).
+it), ``vacuous`` (value ≥ 1, or not finite), ``informative`` (value < min(1 − 1/K, 1 −
+INFORMATIVE_MARGIN): below the error of guessing uniformly among the K classes, and clearly
+below 1; a value of 0.999998 is not vacuous but not informative either), ``rigorous`` (whether
+the constants are those of a checked theorem and every assumption is met) with
+``rigorous_reason``, and ``test_error`` when the dataset has a test split. Norms come from
+:func:`genscope.norms.layer_norms` (BatchNorm folded, convolution operator norms at the actual
+input shape). γ is the ``margin_quantile`` of the training margins by linear interpolation;
+``gamma_conventions`` gives it by the rule of Jiang et al. 2020 (⌊q·m⌋-th smallest) too.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from genscope.measures.complexity import cached_layer_norms, load_init, margin_a
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
 from genscope.measures.sharpness import SEARCH_PARAMS, pacbayes_sigma
+from genscope.measures.stats import quantile_conventions
 from genscope.norms import spectral_complexity
 
 DELTA = Param("delta", float, 0.05, "failure probability δ", 1e-12, 0.5)
+INFORMATIVE_MARGIN = 0.01  # a bound within this of 1 says nothing about the error
 MARGIN_Q = Param("margin_quantile", float, 0.1, "γ = this quantile of training margins", 0.0, 1.0)
 
 
@@ -53,14 +59,30 @@ def _finish(
         "train_error": _train_error(ctx),
         **extra,
     }
+    out.update(informativeness(value, ctx.num_classes))
     if value is None or not math.isfinite(value):
         out["value"] = None
-        out["vacuous"] = True
         out.setdefault("reason", f"the bound is not finite ({value})")
     else:
         out["value"] = value
-        out["vacuous"] = value >= 1.0
     return out
+
+
+def informativeness(value: float | None, num_classes: int) -> dict[str, Any]:
+    """``vacuous``: the bound on the error is ≥ 1 (or not finite). ``informative``: it is below
+    the trivial bound 1 − 1/K (the expected error of guessing uniformly among K classes) and at
+    least INFORMATIVE_MARGIN below 1; the threshold and the rule are reported."""
+    trivial = 1.0 - 1.0 / num_classes if num_classes > 1 else 1.0
+    threshold = min(trivial, 1.0 - INFORMATIVE_MARGIN)
+    v = value if value is not None and math.isfinite(value) else math.inf
+    return {
+        "vacuous": v >= 1.0,
+        "informative": v < threshold,
+        "trivial_bound": trivial,
+        "informative_below": threshold,
+        "informative_rule": f"value < min(1 − 1/K, 1 − {INFORMATIVE_MARGIN}) with K = "
+        f"{num_classes} classes",
+    }
 
 
 def _data_norms(ctx: MeasureContext) -> tuple[float, float]:
@@ -103,6 +125,7 @@ def spectral_bound(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
         "n": n,
         "gamma": gamma,
         "margin_quantile": params["margin_quantile"],
+        "gamma_conventions": quantile_conventions(margins, params["margin_quantile"]),
         "margin_loss": float((margins <= gamma).double().mean()),
         "spectral_complexity": math.exp(log_ra) if log_ra < 700 else None,
         "log_spectral_complexity": log_ra,
@@ -191,6 +214,7 @@ def pacbayes_spectral(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, 
         "m": m,
         "gamma": gamma,
         "margin_quantile": params["margin_quantile"],
+        "gamma_conventions": quantile_conventions(margins, params["margin_quantile"]),
         "margin_loss": float((margins <= gamma).double().mean()),
         "depth": d,
         "width": h,
@@ -273,7 +297,7 @@ def all_layer_bound(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
     correct = torch.as_tensor(margins["correct"]).flatten().bool()
     n = ctx.data.n_train
     delta = params["delta"]
-    layer_c = [
+    layer_c: list[dict[str, Any]] = [
         {
             "name": m.name,
             "l11": m.l1,

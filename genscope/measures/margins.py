@@ -29,7 +29,7 @@ from genscope.errors import BadParameter, UnsupportedModel
 from genscope.graph import LayerGraph, affine_layers, homogeneity, layer_graph
 from genscope.measures.context import MeasureContext, Sample
 from genscope.measures.registry import HIGHER_IS_BETTER, Param, measure
-from genscope.measures.stats import per_class, quantiles
+from genscope.measures.stats import QUANTILE_RULE, per_class, quantile_conventions, quantiles
 from genscope.norms import layer_norms, spectral_complexity
 
 Progress = Callable[[float, str], None]
@@ -64,7 +64,9 @@ def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
     """Output margin f(x)_y − max_{j≠y} f(x)_j on the logits, per training example.
 
     Bartlett, Foster & Telgarsky (2017), §2: M(v, y) = v_y − max_{i≠y} v_i. Reports the
-    per-example values, their quantiles and a per-class breakdown.
+    per-example values, their quantiles (``quantile_rule``: linear interpolation) and a
+    per-class breakdown; ``p10`` also by the rule of Jiang et al. (2020), the ⌊m/10⌋-th smallest
+    margin, which the margin-normalised measures of that paper use.
     """
     logits = ctx.train_logits()
     margins = output_margins(logits, ctx.y_train)
@@ -73,6 +75,8 @@ def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
         "value": q["p50"],
         "values": margins.double().cpu(),
         "quantiles": q,
+        "quantile_rule": QUANTILE_RULE,
+        "p10": quantile_conventions(margins, 0.1),
         "mean": float(margins.double().mean()),
         "fraction_negative": float((margins <= 0).double().mean()),
         "per_class": per_class(margins, ctx.y_train, ctx.num_classes),

@@ -9,15 +9,50 @@ import torch
 
 QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90}
 
+QUANTILE_RULE = (
+    "linear interpolation between order statistics at position q·(m − 1) of the m sorted values "
+    "(numpy's default; Hyndman & Fan 1996, type 7)"
+)
+JIANG_RULE = (
+    "the ⌊q·m⌋-th smallest of the m values, at least the smallest (Jiang et al. 2020, "
+    "Fantastic generalization measures: the ⌊m/10⌋-th smallest margin for q = 0.1)"
+)
+
 
 def quantiles(values: torch.Tensor) -> dict[str, float | None]:
-    """p10, p25, p50, p75, p90 (linear interpolation, as numpy's default) of finite values."""
+    """p10, p25, p50, p75, p90 of the finite values, by :data:`QUANTILE_RULE`."""
     v = values.detach().double().flatten()
     v = v[torch.isfinite(v)]
     if v.numel() == 0:
         return dict.fromkeys(QUANTILES)
     q = torch.quantile(v.cpu(), torch.tensor(list(QUANTILES.values()), dtype=torch.float64))
     return {k: float(x) for k, x in zip(QUANTILES, q.tolist(), strict=True)}
+
+
+def order_statistic(values: torch.Tensor, q: float) -> float | None:
+    """The q-quantile of the finite values by :data:`JIANG_RULE`: the ⌊q·m⌋-th smallest
+    (1-based), the smallest when q·m < 1."""
+    v = values.detach().double().flatten().cpu()
+    v = torch.sort(v[torch.isfinite(v)]).values
+    if v.numel() == 0:
+        return None
+    k = min(max(math.floor(q * v.numel()), 1), v.numel())
+    return float(v[k - 1])
+
+
+def quantile_conventions(values: torch.Tensor, q: float) -> dict[str, Any]:
+    """The q-quantile of the values by both rules, each with its rule stated: ``value`` by
+    :data:`QUANTILE_RULE` (the one GenScope uses), ``jiang`` by :data:`JIANG_RULE`."""
+    v = values.detach().double().flatten().cpu()
+    v = v[torch.isfinite(v)]
+    linear = float(torch.quantile(v, q)) if v.numel() else None
+    return {
+        "quantile": q,
+        "value": linear,
+        "rule": QUANTILE_RULE,
+        "jiang": order_statistic(v, q),
+        "jiang_rule": JIANG_RULE,
+    }
 
 
 def median(values: torch.Tensor) -> float | None:

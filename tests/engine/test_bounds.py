@@ -10,8 +10,9 @@ import torch
 from genscope import analyze
 from genscope.io.datasets import from_arrays
 from genscope.measures import margins as margins_module
-from genscope.measures.bounds import kl_bernoulli, kl_inverse_upper
+from genscope.measures.bounds import informativeness, kl_bernoulli, kl_inverse_upper
 from genscope.measures.context import AnalysisOptions
+from genscope.measures.stats import JIANG_RULE, QUANTILE_RULE, order_statistic, quantiles
 from genscope.norms import layer_norms, spectral_complexity
 from tests.cases import relu_mlp
 from tests.engine.test_sharpness import noisy_digits_models
@@ -62,7 +63,12 @@ def test_spectral_bound_terms_reproduce_the_value():
     assert_close(result.value, expected, rtol=1e-9, what="bound value")
     assert t["width"] == 8
     assert result.details["vacuous"] is (result.value >= 1)
+    assert result.details["informative"] is (result.value < min(1 - 1 / 3, 0.99))
     assert result.details["rigorous"] is False and result.details["rigorous_reason"]
+    conv = t["gamma_conventions"]
+    assert conv["value"] == gamma and conv["rule"] == QUANTILE_RULE
+    assert conv["jiang"] == float(torch.sort(margins).values[math.floor(0.2 * n) - 1])
+    assert conv["jiang_rule"] == JIANG_RULE and "⌊m/10⌋" in JIANG_RULE
     assert result.details["test_error"] is not None
 
 
@@ -121,6 +127,42 @@ def test_pacbayes_sharpness_bound():
         )
     again = _run(case.model, _data(case), "bound.pacbayes_sharpness", params)
     assert again.value == result.value
+    d = result.details
+    assert d["vacuous"] is (result.value >= 1)
+    assert d["informative"] is (result.value < d["informative_below"])
+    assert d["trivial_bound"] == 1 - 1 / 3 and d["informative_below"] == 1 - 1 / 3
+    assert "1 − 1/K" in d["informative_rule"]
+
+
+def test_vacuous_and_informative_are_told_apart():
+    """0.999998 is not vacuous (< 1) but not informative; chance-level error is not informative;
+    a bound that is not finite is vacuous."""
+    near_one = informativeness(0.999998, 10)
+    assert near_one["vacuous"] is False and near_one["informative"] is False
+    assert informativeness(0.995, 1000)["informative"] is False  # within 0.01 of 1
+    assert informativeness(0.98, 1000)["informative"] is True
+    assert informativeness(0.5, 2)["informative"] is False  # the error of a coin flip
+    assert informativeness(0.3, 2) | {} == {
+        "vacuous": False,
+        "informative": True,
+        "trivial_bound": 0.5,
+        "informative_below": 0.5,
+        "informative_rule": "value < min(1 − 1/K, 1 − 0.01) with K = 2 classes",
+    }
+    for value in (1.0, 3.0, math.inf, None):
+        out = informativeness(value, 10)
+        assert out["vacuous"] is True and out["informative"] is False
+
+
+def test_order_statistic_is_jiangs_rule():
+    """Jiang et al. 2020: the ⌊m/10⌋-th smallest margin for the 10th percentile."""
+    values = torch.arange(1.0, 26.0)  # 1 … 25
+    assert order_statistic(values, 0.1) == 2.0  # ⌊2.5⌋ = 2nd smallest
+    assert order_statistic(values, 0.01) == 1.0  # at least the smallest
+    assert order_statistic(values, 1.0) == 25.0
+    assert order_statistic(torch.tensor([math.nan, 3.0]), 0.5) == 3.0
+    assert order_statistic(torch.tensor([]), 0.1) is None
+    assert abs(quantiles(values)["p10"] - 3.4) < 1e-12  # the linear rule: position 0.1·24
 
 
 def test_all_layer_bound_formula(monkeypatch):

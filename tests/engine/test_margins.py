@@ -341,6 +341,14 @@ def test_output_margin_per_class_and_quantiles() -> None:
     assert len(result["per_class"]) == 3
     assert sum(c["count"] for c in result["per_class"]) == case.x.shape[0]
     assert set(result["quantiles"]) == {"p10", "p25", "p50", "p75", "p90"}
+    assert "linear interpolation" in result["quantile_rule"]
+    values = torch.sort(torch.tensor(result["values"], dtype=torch.float64)).values
+    m = values.numel()
+    p10 = result["p10"]
+    assert p10["value"] == result["quantiles"]["p10"]
+    assert p10["value"] == pytest.approx(float(torch.quantile(values, 0.1)), abs=1e-12)
+    assert p10["jiang"] == float(values[max(m // 10, 1) - 1])  # the ⌊m/10⌋-th smallest
+    assert "Jiang" in p10["jiang_rule"]
 
 
 # --- hidden-layer margins ----------------------------------------------------------------------
