@@ -72,7 +72,7 @@ def _arch_config(raw: str | None) -> dict[str, Any] | None:
     response_model=CheckpointPublic,
     responses=error_responses(400, 401, 413, 415, 422, 502, 504, 507),
     openapi_extra=_UPLOAD_BODY,
-    summary="Upload a checkpoint (.pt2, .safetensors, state dict, TorchScript)",
+    summary="Upload a checkpoint (.pt2, .safetensors, state dict)",
 )
 async def upload_checkpoint(
     request: Request,
