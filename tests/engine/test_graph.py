@@ -9,6 +9,7 @@ from torch import nn
 from genscope.errors import UnsupportedModel
 from genscope.graph import affine_layers, homogeneity, layer_graph
 from genscope.io.zoo import build_model
+from genscope.network import network_view
 from tests import cases
 from tests.references import assert_close
 
@@ -111,3 +112,44 @@ def test_torchscript_is_refused_with_a_clear_message() -> None:
 def test_homogeneity_still_detects_bias_free_chains() -> None:
     assert homogeneity(cases.relu_mlp(bias=False).model).degree == 3
     assert not homogeneity(cases.relu_mlp().model).homogeneous
+
+
+def _structure(view) -> list[tuple[str, str]]:
+    keep = {"affine", "batchnorm", "activation", "pool", "merge"}
+    return [(s.role, s.kind) for s in view.steps if s.role in keep]
+
+
+@pytest.mark.parametrize(
+    "arch,config,shape",
+    [
+        ("mlp", {"input_dim": 4, "widths": [5], "num_classes": 2, "batchnorm": True}, (4,)),
+        (
+            "lenet",
+            {"in_channels": 1, "input_size": 8, "num_classes": 3, "padding": "same"},
+            (1, 8, 8),
+        ),
+        (
+            "resnet",
+            {"depth": 8, "in_channels": 1, "input_size": 8, "num_classes": 3, "width": 2},
+            (1, 8, 8),
+        ),
+    ],
+)
+def test_network_view_is_the_same_for_module_and_exported_program(arch, config, shape) -> None:
+    """Affine maps with their tensors, BatchNorm (module or aten node), pooling and activations
+    read the same from a zoo module and from its torch.export program."""
+    torch.manual_seed(0)
+    model = build_model(arch, config).eval()
+    x = torch.randn(2, *shape)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},)).module()
+    ours, theirs = network_view(model, x), network_view(program, x)
+    assert ours.unknown == [] and theirs.unknown == []
+    assert _structure(ours) == _structure(theirs)
+    for a, b in zip(ours.affine, theirs.affine, strict=True):
+        assert a.name == b.name
+        torch.testing.assert_close(a.weight, b.weight)
+    for a, b in zip(ours.by_role("batchnorm"), theirs.by_role("batchnorm"), strict=True):
+        assert (a.folds_into is None) == (b.folds_into is None)
+        torch.testing.assert_close(a.batchnorm.scale, b.batchnorm.scale)
+        torch.testing.assert_close(a.batchnorm.shift, b.batchnorm.shift)
