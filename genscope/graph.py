@@ -237,7 +237,6 @@ _AFFINE_FUNCTIONS = {
     "convolution": "conv",
 }
 _SIZE_QUERIES = ("size", "sym_size", "dim", "numel", "sym_numel", "sym_stride", "stride")
-_BATCHNORM_FUNCTIONS = ("batch_norm", "_native_batch_norm_legit_no_training")
 
 
 @dataclass(frozen=True)
@@ -515,6 +514,8 @@ def layer_graph(model: nn.Module, example: torch.Tensor) -> LayerGraph:
     Raises:
         UnsupportedModel: TorchScript, a graph that cannot be captured, no affine layer.
     """
+    from genscope.network import classify  # the view reads BatchNorm in either form
+
     gm = to_fx(model, example)
     static = _static_batch(gm)
     ex = example[:1]
@@ -542,8 +543,8 @@ def layer_graph(model: nn.Module, example: torch.Tensor) -> LayerGraph:
             if _data_inputs(nxt, values) != [cur]:
                 break  # a merge, or the tensor used twice
             name = _target_name(nxt)
-            if not ops and (name.startswith("BatchNorm") or name in _BATCHNORM_FUNCTIONS):
-                bn = nxt
+            if not ops and classify(gm, nxt).role == "batchnorm":
+                bn = nxt  # the network view's BatchNorm, a module or an aten node
             if not isinstance(values.get(nxt), torch.Tensor):
                 items = _real_users(nxt)
                 if (

@@ -155,7 +155,7 @@ def network_view(model: nn.Module, example: torch.Tensor) -> NetworkView:
     unknown: list[str] = []
     affine_out: dict[torch.fx.Node, str] = {}
     for node in gm.graph.nodes:
-        step = _classify(gm, node)
+        step = classify(gm, node)
         if step.role == "batchnorm":
             src = node.args[0] if node.args else None
             if isinstance(src, torch.fx.Node) and src in affine_out and len(src.users) == 1:
@@ -168,7 +168,8 @@ def network_view(model: nn.Module, example: torch.Tensor) -> NetworkView:
     return NetworkView(gm, steps, unknown)
 
 
-def _classify(gm: torch.fx.GraphModule, node: torch.fx.Node) -> Step:
+def classify(gm: torch.fx.GraphModule, node: torch.fx.Node) -> Step:
+    """The step of one graph node (its role, kind and tensors)."""
     if node.op == "placeholder":
         return Step(node, "input", "input", node.name)
     if node.op == "output":
