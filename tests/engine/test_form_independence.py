@@ -259,3 +259,23 @@ def test_an_operation_the_view_cannot_interpret_is_refused() -> None:
     result = r["complexity.path_norm"]
     assert result.value is None and result.details["exact"] is False
     assert "LayerNorm" in result.details["reason"]
+
+
+def test_a_decomposed_program_is_refused_not_miscounted() -> None:
+    """run_decompositions() turns Linear into addmm(b, x, Wᵀ), outside the view's affine maps:
+    the path norm refuses with the operation named; its BatchNorm node is still read."""
+    from genscope.errors import UnsupportedModel
+    from genscope.measures.complexity import path_norm_squared
+    from genscope.network import network_view
+
+    torch.manual_seed(0)
+    config = {"input_dim": 4, "widths": [5], "num_classes": 2, "batchnorm": True}
+    model = build_model("mlp", config).double().eval()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    gm = program.run_decompositions().module()
+    view = network_view(gm, x)
+    assert [s.kind for s in view.by_role("batchnorm")] == ["batchnorm"]
+    with pytest.raises(UnsupportedModel, match="addmm"):
+        path_norm_squared(gm, (4,))
