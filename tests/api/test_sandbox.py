@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -153,16 +154,15 @@ def test_payload_in_an_upload_cannot_get_out_of_the_inspection_sandbox(
 
 
 def test_payload_in_a_run_cannot_get_out_of_the_run_sandbox(
-    client: Any,
-    tiny_checkpoint: bytes,
-    monkeypatch: pytest.MonkeyPatch,
-    listener: int,
-    tmp_path: Path,
+    client: Any, monkeypatch: pytest.MonkeyPatch, listener: int, tmp_path: Path
 ) -> None:
     from worker import sandboxed
     from worker.tasks import execute_run
 
-    ckpt = upload_checkpoint(client, tiny_checkpoint).json()["id"]
+    # weights no other test uploads: the database is shared by the session, and a cached result
+    # for the same network would answer the run without starting a child at all
+    weights = safetensors_bytes(mlp_state(seed=secrets.randbelow(10**9) + 10**6))
+    ckpt = upload_checkpoint(client, weights).json()["id"]
     run = client.post(
         "/api/runs", json={"checkpoint_id": ckpt, "dataset": "moons", "measures": "margin.output"}
     ).json()["id"]
