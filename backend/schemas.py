@@ -275,6 +275,9 @@ class MeasurePublic(BaseModel):
     description: str = ""
     source: str = ""
     cost: str = "cheap"
+    forms: list[str] = Field(
+        default_factory=list, description="the model forms it is defined for (module, ...)"
+    )
     params: list[MeasureParamPublic] = Field(default_factory=list)
 
 

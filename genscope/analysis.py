@@ -194,6 +194,12 @@ def run_measure(
     freed CPU memory stays in the process until it ends (:mod:`genscope.linalg.heap`).
     """
     start = time.perf_counter()
+    form = ctx.loaded.form
+    if form not in m.forms:  # declared in the registry: not defined for this form, not a failure
+        reason = f"{m.id} is not defined for a model given as a {form} (it takes {sorted(m.forms)})"
+        return MeasureResult(
+            m.id, None, params, 0.0, {"reason": reason, "form": form}, direction=m.direction
+        )
     ctx.progress = progress
     first_chunk = ctx.chunk_size
 

@@ -113,12 +113,24 @@ class LoadedModel:
         return self.format != FORMAT_TORCHSCRIPT
 
     @property
+    def form(self) -> str:
+        """The form it arrived in, as measures declare them (``registry.FORMS``): ``program``
+        (a ``torch.export`` program), ``state_dict`` (weights with an architecture) or
+        ``module`` (a module handed over in Python)."""
+        if self.format == FORMAT_EXPORT:
+            return "program"
+        if self.format in (FORMAT_STATE_DICT, FORMAT_SAFETENSORS):
+            return "state_dict"
+        return "module"
+
+    @property
     def num_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
     def summary(self) -> dict[str, Any]:
         return {
             "format": self.format,
+            "form": self.form,
             "sha256": self.sha256,
             "num_params": self.num_params,
             "arch": self.arch,

@@ -202,6 +202,7 @@ def test_run_request_validation(client: Any, tiny_checkpoint: bytes) -> None:
     assert stray.status_code == 422 and stray.json()["code"] == "bad_parameter"
     catalogue = client.get("/api/measures").json()
     assert catalogue["count"] >= 1 and "margins" in catalogue["groups"]
+    assert all(m["forms"] for m in catalogue["data"])  # each declares the forms it takes
     with_int = next(
         (m, p) for m in catalogue["data"] for p in m["params"] if p["type"] == "int"
     )  # a measure with an integer parameter

@@ -25,8 +25,9 @@ from genscope import analyze
 from genscope.io.checkpoints import FORMAT_EXPORT, load_checkpoint
 from genscope.io.datasets import Dataset, from_arrays, load_dataset
 from genscope.io.zoo import build_model
+from genscope.measures import registry
 from genscope.measures.context import AnalysisOptions
-from genscope.measures.registry import FORMS, all_measures
+from genscope.measures.registry import FORMS, Measure, all_measures
 
 N = 24
 OPTIONS = AnalysisOptions(dtype="float64", hessian_samples=N, margin_samples=N, batch_size=64)
@@ -167,6 +168,38 @@ def _check_forms(net: Net, measure_ids: list[str]) -> None:
 def test_every_measure_declares_known_forms() -> None:
     for m in all_measures():
         assert m.forms and m.forms <= set(FORMS), m.id
+
+
+def test_a_form_a_measure_does_not_declare_is_refused_with_the_reason(
+    nets: dict[str, Net], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's ``forms`` is enforced: on an undeclared form the measure is not run and
+    reports ``value: null`` with the reason (not a failure); the report names the form."""
+    ran: list[str] = []
+
+    def compute(ctx: Any, _params: dict[str, Any]) -> dict[str, Any]:
+        ran.append(ctx.loaded.form)
+        return {"value": 1.0}
+
+    only = Measure("test.module_only", "metrics", compute, forms=frozenset({"module"}))
+    monkeypatch.setitem(registry._REGISTRY, only.id, only)
+    net = nets["mlp_bn"]
+    inputs = {
+        "module": (net.module, {}),
+        "state_dict": (str(net.safetensors), {"arch": net.arch, "arch_config": net.config}),
+        "program": (str(net.program), {}),
+    }
+    for form, (model, kw) in inputs.items():
+        report = analyze(model, net.data, [only.id], options=OPTIONS, **kw)
+        assert report.model["form"] == form
+        result = report.measures[only.id]
+        assert result.status == "ok"
+        if form == "module":
+            assert result.value == 1.0
+        else:
+            assert result.value is None and result.details["form"] == form
+            assert "not defined for a model given as a " + form in result.details["reason"]
+    assert ran == ["module"]
 
 
 def test_program_form_is_a_graph(nets: dict[str, Net]) -> None:
