@@ -21,7 +21,7 @@ from genscope.graph import _static_batch, affine_layers
 from genscope.measures.context import MeasureContext
 from genscope.measures.margins import output_margins
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
-from genscope.measures.stats import finite_or_reason
+from genscope.measures.stats import finite_or_reason, quantile_conventions
 from genscope.network import Step, ViewInterpreter, network_view
 from genscope.norms import LayerNorms, layer_norms
 
@@ -69,8 +69,18 @@ def _log_or_none(x: float) -> float | None:
     return math.log(x) if x > 0 else None
 
 
-def _margin_block(gamma: float, q: float) -> dict[str, Any]:
-    return {"gamma": gamma, "quantile": q, "of": "training output margins f_y − max_{j≠y} f_j"}
+def _margin_block(gamma: float, q: float, margins: torch.Tensor) -> dict[str, Any]:
+    """γ and how it was taken: the quantile, its interpolation rule, and γ by the rule of Jiang
+    et al. 2020 (the ⌊qm⌋-th smallest margin) beside it."""
+    conventions = quantile_conventions(margins, q)
+    return {
+        "gamma": gamma,
+        "quantile": q,
+        "quantile_rule": conventions["rule"],
+        "jiang": conventions["jiang"],
+        "jiang_rule": conventions["jiang_rule"],
+        "of": "training output margins f_y − max_{j≠y} f_j",
+    }
 
 
 # --- parameter count ---------------------------------------------------------------------------
@@ -109,10 +119,10 @@ def spectral_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
     """
     norms = cached_layer_norms(ctx)
     d = len(norms)
-    gamma, _ = margin_at_quantile(ctx, params["margin_quantile"])
+    gamma, margins = margin_at_quantile(ctx, params["margin_quantile"])
     out: dict[str, Any] = {
         "layers": norms_table(norms),
-        "margin": _margin_block(gamma, params["margin_quantile"]),
+        "margin": _margin_block(gamma, params["margin_quantile"], margins),
     }
     if any(n.spectral <= 0 for n in norms):
         out["reason"] = "a layer has spectral norm 0"
@@ -150,10 +160,10 @@ def frobenius_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
     """
     norms = cached_layer_norms(ctx)
     d = len(norms)
-    gamma, _ = margin_at_quantile(ctx, params["margin_quantile"])
+    gamma, margins = margin_at_quantile(ctx, params["margin_quantile"])
     out: dict[str, Any] = {
         "layers": norms_table(norms),
-        "margin": _margin_block(gamma, params["margin_quantile"]),
+        "margin": _margin_block(gamma, params["margin_quantile"], margins),
     }
     if any(n.frobenius <= 0 for n in norms):
         out["reason"] = "a layer has Frobenius norm 0"
@@ -267,14 +277,14 @@ def path_norm(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     Neyshabur, Tomioka & Srebro, "Norm-based capacity control in neural networks", COLT 2015,
     φ₂; Jiang et al. 2020 report it without the square root. ``sqrt`` holds φ₂ itself.
     """
-    gamma, _ = margin_at_quantile(ctx, params["margin_quantile"])
+    gamma, margins = margin_at_quantile(ctx, params["margin_quantile"])
     try:
         value, notes = path_norm_squared(ctx.model, tuple(ctx.data.input_shape))
     except UnsupportedModel as exc:
         return {"value": None, "reason": exc.message, "exact": False}
     out: dict[str, Any] = {
         "sqrt": math.sqrt(value) if value >= 0 else None,
-        "margin": _margin_block(gamma, params["margin_quantile"]),
+        "margin": _margin_block(gamma, params["margin_quantile"], margins),
         "over_margin": value / gamma**2 if gamma > 0 else None,
         "notes": notes,
         "exact": not notes,

@@ -99,7 +99,17 @@ def test_spectral_and_frobenius_logs():
         rtol=1e-12,
         what="param norm",
     )
-    gamma = spec.details["margin"]["gamma"]
+    block = spec.details["margin"]
+    gamma = block["gamma"]
+    with torch.no_grad():  # γ is the linear-interpolation 0.1-quantile; Jiang's beside it
+        logits = case.model(torch.as_tensor(case.x, dtype=torch.float64))
+        y = torch.as_tensor(case.y)[:, None]
+        margins = logits.gather(1, y).squeeze(1) - logits.scatter(1, y, -math.inf).max(1).values
+    ordered = torch.sort(margins).values
+    assert "linear interpolation" in block["quantile_rule"] and "Jiang" in block["jiang_rule"]
+    assert_close(gamma, float(torch.quantile(margins, 0.1)), rtol=1e-6, what="γ")
+    jiang = float(ordered[max(math.floor(0.1 * len(ordered)), 1) - 1])
+    assert_close(block["jiang"], jiang, rtol=1e-6, what="⌊m/10⌋-th smallest")
     if gamma > 0:
         assert_close(
             spec.details["log_prod_of_spec_over_margin"],
