@@ -1104,16 +1104,17 @@ def bound_breakdown(report: Mapping[str, Any]) -> go.Figure | None:
         return None
     names = [esc(mid.removeprefix("bound.")) for mid, _ in bounds]
     values = [num(m["value"]) or 0.0 for _, m in bounds]
-    vacuous = [bool(m.get("vacuous", (num(m["value"]) or 0.0) >= 1)) for _, m in bounds]
+    verdicts = [bound_verdict(m) for _, m in bounds]
+    colour = {"vacuous": BAD, "not informative": MUTED}
     fig = go.Figure(
         go.Bar(
             y=names,
             x=values,
             orientation="h",
-            marker={"color": [BAD if v else GOOD for v in vacuous]},
+            marker={"color": [colour.get(v, GOOD) for v in verdicts]},
             text=[
-                f"{v:.3g}{' (vacuous)' if vac else ''}"
-                for v, vac in zip(values, vacuous, strict=True)
+                f"{v:.3g}{f' ({verdict})' if verdict in colour else ''}"
+                for v, verdict in zip(values, verdicts, strict=True)
             ],
             textposition="auto",
             name="bound",
@@ -1221,8 +1222,21 @@ def sharpness_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def bound_verdict(m: Mapping[str, Any]) -> str:
+    """What a bound's value says (the engine's ``vacuous`` and ``informative``, measures.md):
+    ``vacuous`` (≥ 1), ``not informative`` (below 1 but not below the error of guessing),
+    ``informative``; ``non-vacuous`` for a report from before ``informative`` was recorded."""
+    value = num(m.get("value"))
+    if bool(m.get("vacuous", value is not None and value >= 1)):
+        return "vacuous"
+    if "informative" not in m:
+        return "non-vacuous"
+    return "informative" if m["informative"] else "not informative"
+
+
 def bound_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each bound with its value, vacuous/rigorous flags and flattened terms."""
+    """Each bound with its value, its verdict (:func:`bound_verdict`), the rigorous flag and
+    its flattened terms."""
     rows = []
     for mid, m in sorted(measures_of(report).items()):
         if not mid.startswith("bound."):
@@ -1233,6 +1247,8 @@ def bound_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "id": mid,
                 "value": value,
                 "vacuous": bool(m.get("vacuous", value is not None and value >= 1)),
+                "verdict": bound_verdict(m),
+                "informative_below": num(m.get("informative_below")),
                 "rigorous": m.get("rigorous"),
                 "status": m.get("status", "ok"),
                 "note": _why(m),

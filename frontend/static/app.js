@@ -953,12 +953,19 @@
         var acc = ((run.report_head || {}).metrics || {}).test_accuracy;
         testErr = typeof acc === "number" ? 1 - acc : null;
       }
-      if (bounds.length) bt.appendChild(el("p", { class: "muted small" }, "Measured test error: " + fmt(testErr) + ". A bound of 1 or more is vacuous."));
+      if (bounds.length) bt.appendChild(el("p", { class: "muted small" }, "Measured test error: " + fmt(testErr) + ". A bound of 1 or more is vacuous; one not below the error of guessing among the classes is not informative."));
       bounds.forEach(function (b) {
         var badge =
           b.value === null || b.value === undefined
             ? el("span", { class: "badge badge-neutral" }, b.status === "ok" ? "no value" : "failed")
-            : el("span", { class: "badge " + (b.vacuous ? "badge-vacuous" : "badge-ok") }, b.vacuous ? "vacuous" : "non-vacuous");
+            : el(
+                "span",
+                {
+                  class: "badge " + ({ vacuous: "badge-vacuous", "not informative": "badge-neutral" }[b.verdict] || "badge-ok"),
+                  title: typeof b.informative_below === "number" ? "informative below " + fmt(b.informative_below) + " (the error of guessing among the classes)" : null,
+                },
+                b.verdict || (b.vacuous ? "vacuous" : "non-vacuous")
+              );
         var summary = el(
           "summary",
           null,

@@ -38,7 +38,7 @@ SHOTS = Path(os.environ.get("GENSCOPE_E2E_SCREENSHOTS", "/tmp/genscope-e2e"))
 XSS_NAME = '<img src=x onerror="window.__xss=1"><b>wide</b>'
 XSS_TITLE = "<script>window.__xss=2</script>Sweep & <i>friends</i>"
 MLP_CONFIG = {"input_dim": 64, "num_classes": 10}
-FAST_MEASURES = ("margin.output", "margin.all_layer", "margin.normalized")
+FAST_MEASURES = ("margin.output", "margin.all_layer", "margin.normalized", "bound.spectral")
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 httpx = pytest.importorskip("httpx")
@@ -301,6 +301,23 @@ def wait_succeeded(base: str, run_id: str, timeout: float = 150) -> dict[str, An
     return wait_for(done, timeout, f"run {run_id} to succeed")
 
 
+def assert_bound_badge(driver: Any, base: str, run_id: str) -> str:
+    """The open run page's bound badge says what the engine decided: ``no value``, ``vacuous``,
+    ``not informative`` or ``informative`` (measures.md, Bounds)."""
+    body = httpx.get(f"{base}/api/runs/{run_id}", timeout=30).json()
+    bound = body["report"]["measures"]["bound.spectral"]
+    if bound["value"] is None:
+        verdict = "no value"
+    elif bound["vacuous"]:
+        verdict = "vacuous"
+    else:
+        verdict = "informative" if bound["informative"] else "not informative"
+    card = driver.find_element(By.ID, "bounds-tables")
+    badges = [b.text for b in card.find_elements(By.CSS_SELECTOR, "summary .badge")]
+    assert badges == [verdict], (badges, bound.get("value"), bound.get("reason"))
+    return verdict
+
+
 # --------------------------------------------------------------------------- the tests
 
 
@@ -357,6 +374,7 @@ def test_upload_in_the_page_runs_and_draws_margins(
     assert margin["visible"] == 2 and margin["marks"] > 0  # histogram and CDF drawn as SVG
     assert figure_state(browser, "fig-margin_per_class")["visible"] == 10
     assert "All measures" in browser.find_element(By.ID, "tables").text
+    assert_bound_badge(browser, server, state["ui_run"])
     # every figure exports as PNG and SVG (what the modebar and the links below it do)
     for fmt, prefix in (("png", "data:image/png"), ("svg", "data:image/svg+xml")):
         url = browser.execute_async_script(
@@ -372,6 +390,13 @@ def test_upload_in_the_page_runs_and_draws_margins(
     assert "attachment" in report.headers["content-disposition"]
     assert report.json()["schema"] == "genscope.report/1"
     screenshot(browser, "02-run-page")
+    trained = state["api_runs"][1]  # the longest-trained network: a positive margin, a bound
+    wait_succeeded(server, trained)
+    browser.get(f"{server}/runs/{trained}")
+    wait_ready(browser, 60)
+    assert assert_bound_badge(browser, server, trained) != "no value"
+    browser.get(f"{server}/runs/{state['ui_run']}")
+    wait_ready(browser, 60)
     browser.set_window_size(420, 1000)  # a phone: the page reflows, nothing scrolls sideways
     time.sleep(0.5)
     assert js(browser, "return document.documentElement.scrollWidth") <= 420

@@ -247,6 +247,8 @@ def full_report(seed: int = 0, n: int = 1500, num_classes: int = 10, scale: floa
                 "status": "ok",
                 "direction": "lower_is_better",
                 "vacuous": False,
+                "informative": True,
+                "informative_below": 0.9,
                 "rigorous": True,
                 "terms": {"kl": 120.5, "empirical_error": 0.05},
             },

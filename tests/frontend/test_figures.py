@@ -182,6 +182,26 @@ def test_bound_rows_flatten_terms(report: dict) -> None:
     rows = {r["id"]: r for r in F.bound_rows(report)}
     assert rows["bound.spectral"]["vacuous"] is True
     assert ["complexity", 349.9] in rows["bound.spectral"]["terms"]
+    assert rows["bound.spectral"]["verdict"] == "vacuous"
+    assert rows["bound.pacbayes_sharpness"]["verdict"] == "informative"
+
+
+def test_a_bound_below_one_but_above_guessing_is_not_informative(report: dict) -> None:
+    """0.999998 is not vacuous, and not informative either (measures.md, Bounds): the table
+    and the bar chart say so instead of colouring it as a good bound."""
+    report = copy.deepcopy(report)
+    bound = report["measures"]["bound.pacbayes_sharpness"]
+    bound.update(value=0.999998, vacuous=False, informative=False, informative_below=0.9)
+    rows = {r["id"]: r for r in F.bound_rows(report)}
+    assert rows["bound.pacbayes_sharpness"]["verdict"] == "not informative"
+    assert rows["bound.pacbayes_sharpness"]["informative_below"] == 0.9
+    fig = F.bound_breakdown(report)
+    assert fig is not None
+    bar = fig.data[0]
+    at = list(bar.y).index("pacbayes_sharpness")
+    assert bar.marker.color[at] == F.MUTED and "not informative" in bar.text[at]
+    del bound["informative"]  # a report from before the field: no claim either way
+    assert F.bound_verdict(bound) == "non-vacuous"
 
 
 @pytest.mark.parametrize(
