@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from genscope.errors import BadParameter, UnknownMeasure
+from genscope.measures.schema import Detail
 
 if TYPE_CHECKING:
     from genscope.measures.context import MeasureContext
@@ -155,6 +156,7 @@ class Measure:
     cost: str = "cheap"  # cheap | moderate | expensive
     requires: frozenset[str] = field(default_factory=frozenset)  # e.g. {"functional"}
     forms: frozenset[str] = frozenset(FORMS)  # the model forms the measure is defined for
+    result: tuple[Detail, ...] = ()  # the declared detail keys (genscope.measures.schema)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -179,6 +181,7 @@ class Measure:
             "cost": self.cost,
             "forms": sorted(self.forms),
             "params": [p.describe() for p in self.params],
+            "result": [d.describe() for d in self.result],
         }
 
 
@@ -206,6 +209,7 @@ def measure(
     cost: str = "cheap",
     requires: Iterable[str] = (),
     forms: Iterable[str] = FORMS,
+    result: Iterable[Detail] = (),
 ) -> Callable[[Compute], Compute]:
     """Decorator form of :func:`register`; the docstring's first line becomes the description."""
 
@@ -223,6 +227,7 @@ def measure(
                 cost=cost,
                 requires=frozenset(requires),
                 forms=frozenset(forms),
+                result=tuple(result),
             )
         )
         return fn
