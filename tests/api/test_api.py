@@ -53,15 +53,6 @@ def test_settings_refuse_bad_configuration(tmp_path: Path) -> None:
     assert defaults.max_upload_mb == 2048 and defaults.auth == "off"
 
 
-def test_health(client: Any) -> None:
-    answer = client.get("/api/health")
-    assert answer.status_code == 200
-    body = answer.json()
-    assert body["status"] == "ok"
-    assert body["database"]["ok"] and body["broker"]["ok"]
-    assert isinstance(body["workers"], list)
-
-
 def test_openapi_documents_routes_and_errors(client: Any) -> None:
     spec = client.get("/openapi.json").json()
     paths = spec["paths"]
