@@ -1,6 +1,9 @@
 """The model zoo: the architectures generalization studies use, each behind a validated config.
 
-Every architecture is addressed by a name (:data:`ARCH_NAMES`) and a JSON-able config dict.
+Every architecture is addressed by a name (:data:`ARCH_NAMES`) and a JSON-able config dict, and
+is one record (:class:`~genscope.io.zoo.architecture.Architecture`: fields, checks, parameter
+count, builder) in :mod:`genscope.io.zoo.catalogue`. Validation, counting and the catalogue are
+torch-free; only :func:`build_model` imports torch.
 :func:`validate_config` fills in the defaults and refuses unknown keys, wrong types, out-of-range
 values and absurd sizes with :class:`~genscope.errors.BadArchitecture` *before anything is
 allocated*: the parameter count is computed arithmetically (:func:`estimate_num_params`) and
@@ -29,21 +32,16 @@ xternalz/WideResNet-pytorch for Wide ResNets.
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from genscope.errors import BadArchitecture
-from genscope.io.zoo.config import (
-    ARCH_NAMES,
-    COUNTERS,
-    DESCRIPTIONS,
-    FIELDS,
-    MAX_PARAMS,
-    lookup,
-    normalise,
-)
-from genscope.io.zoo.nets import BUILDERS
+from genscope.io.zoo.catalogue import ARCH_NAMES, ARCHITECTURES, lookup
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: Largest parameter count a zoo config may have (estimated arithmetically before building).
+MAX_PARAMS = 500_000_000
 
 __all__ = [
     "ARCH_NAMES",
@@ -53,10 +51,6 @@ __all__ = [
     "estimate_num_params",
     "validate_config",
 ]
-
-# --------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------
 
 
 def estimate_num_params(name: str, config: dict[str, Any] | None) -> int:
@@ -69,8 +63,8 @@ def estimate_num_params(name: str, config: dict[str, Any] | None) -> int:
     Raises:
         BadArchitecture: unknown architecture or invalid config.
     """
-    arch, cfg = normalise(name, config)
-    return COUNTERS[arch](cfg)
+    arch = lookup(name)
+    return arch.count_params(arch.normalise(config))
 
 
 def validate_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
@@ -93,15 +87,16 @@ def validate_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     Raises:
         BadArchitecture: with ``detail = {"arch", "key"?, "value"?}`` naming the offending key.
     """
-    arch, cfg = normalise(name, config)
-    count = COUNTERS[arch](cfg)
+    arch = lookup(name)
+    cfg = arch.normalise(config)
+    count = arch.count_params(cfg)
     if count > MAX_PARAMS:
-        keys = _SIZE_KEYS[arch]
+        keys = arch.size_keys
         raise BadArchitecture(
-            f"{arch}: this config has {count:,} parameters, above the cap of {MAX_PARAMS:,}; "
-            f"reduce {' or '.join(repr(k) for k in keys)}",
+            f"{arch.name}: this config has {count:,} parameters, above the cap of "
+            f"{MAX_PARAMS:,}; reduce {' or '.join(repr(k) for k in keys)}",
             {
-                "arch": arch,
+                "arch": arch.name,
                 "key": keys[0],
                 "keys": list(keys),
                 "num_params": count,
@@ -109,18 +104,6 @@ def validate_config(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
             },
         )
     return cfg
-
-
-# The keys that drive the parameter count, named when a config is over the cap.
-_SIZE_KEYS: dict[str, tuple[str, ...]] = {
-    "mlp": ("widths", "input_dim"),
-    "lenet": ("input_size",),
-    "vgg": ("width_multiplier",),
-    "resnet": ("width",),
-    "preact_resnet18": ("width",),
-    "wide_resnet": ("widen_factor", "depth"),
-    "nin": ("width", "depth"),
-}
 
 
 def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
@@ -133,7 +116,7 @@ def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
         BadArchitecture: unknown architecture or invalid/absurd config (before any allocation).
     """
     cfg = validate_config(name, config)
-    return BUILDERS[lookup(name)](cfg)
+    return lookup(name).build(cfg)
 
 
 def describe_architectures() -> list[dict[str, Any]]:
@@ -144,11 +127,4 @@ def describe_architectures() -> list[dict[str, Any]]:
         "min"?, "max"?}]}]``, in :data:`ARCH_NAMES` order. A ``default`` of ``None`` means the
         default depends on other fields (said in ``help``).
     """
-    return [
-        {
-            "name": arch,
-            "description": DESCRIPTIONS[arch],
-            "fields": [f.describe() for f in FIELDS[arch]],
-        }
-        for arch in ARCH_NAMES
-    ]
+    return [arch.describe() for arch in ARCHITECTURES]

@@ -1,4 +1,4 @@
-"""The zoo's network classes and their builders from a validated config.
+"""The zoo's network classes (the builders in :mod:`genscope.io.zoo.archs` call them).
 
 Parameter names follow the reference implementations (torchvision ResNet-18/34; kuangliu
 pytorch-cifar VGG and PreAct ResNet-18; xternalz WideResNet) so their state dicts load as they are.
@@ -7,19 +7,23 @@ pytorch-cifar VGG and PreAct ResNet-18; xternalz WideResNet) so their state dict
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from genscope.io.zoo.config import (
-    ACTIVATIONS,
-    LENET_PADDINGS,
-    RESNET_IMAGENET_BLOCKS,
-    lenet_final_size,
-    resnet_stages,
-    vgg_channels,
-)
+from genscope.io.zoo.archs.lenet import PADDINGS as LENET_PADDINGS
+from genscope.io.zoo.archs.lenet import final_size as lenet_final_size
+
+#: Hidden activations of the MLP and LeNet, by config name
+#: (:data:`genscope.io.zoo.archs.mlp.ACTIVATION_NAMES`).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}
 
 # Models
 # --------------------------------------------------------------------------------------------
@@ -449,70 +453,3 @@ class NiN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.flatten(self.pool(self.classifier(self.features(x))))
-
-
-def _build_mlp(cfg: dict[str, Any]) -> nn.Module:
-    return MLP(
-        cfg["input_dim"],
-        cfg["widths"],
-        cfg["num_classes"],
-        cfg["activation"],
-        cfg["bias"],
-        cfg["batchnorm"],
-        cfg["dropout"],
-    )
-
-
-def _build_lenet(cfg: dict[str, Any]) -> nn.Module:
-    return LeNet5(
-        cfg["in_channels"],
-        cfg["num_classes"],
-        cfg["input_size"],
-        cfg["activation"],
-        cfg["padding"],
-    )
-
-
-def _build_vgg(cfg: dict[str, Any]) -> nn.Module:
-    return VGG(vgg_channels(cfg), cfg["in_channels"], cfg["num_classes"], cfg["batchnorm"])
-
-
-def _build_resnet(cfg: dict[str, Any]) -> nn.Module:
-    imagenet_stem = cfg["depth"] in RESNET_IMAGENET_BLOCKS and not cfg["cifar_stem"]
-    return ResNet(
-        resnet_stages(cfg), cfg["in_channels"], cfg["num_classes"], cfg["width"], imagenet_stem
-    )
-
-
-def _build_preact(cfg: dict[str, Any]) -> nn.Module:
-    return PreActResNet18(cfg["in_channels"], cfg["num_classes"], cfg["width"], cfg["final_bn"])
-
-
-def _build_wide_resnet(cfg: dict[str, Any]) -> nn.Module:
-    return WideResNet(
-        cfg["depth"], cfg["widen_factor"], cfg["in_channels"], cfg["num_classes"], cfg["dropout"]
-    )
-
-
-def _build_nin(cfg: dict[str, Any]) -> nn.Module:
-    return NiN(
-        cfg["in_channels"],
-        cfg["num_classes"],
-        cfg["depth"],
-        cfg["width"],
-        cfg["kernel_size"],
-        cfg["stride"],
-        cfg["batchnorm"],
-        cfg["dropout"],
-    )
-
-
-BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
-    "mlp": _build_mlp,
-    "lenet": _build_lenet,
-    "vgg": _build_vgg,
-    "resnet": _build_resnet,
-    "preact_resnet18": _build_preact,
-    "wide_resnet": _build_wide_resnet,
-    "nin": _build_nin,
-}
