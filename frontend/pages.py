@@ -1,6 +1,7 @@
 """The dashboard's routes: HTML pages, their JSON data and plotly.js from the installed package.
 
-HTML pages (server-rendered Jinja2 shells, filled by ``static/app.js``):
+HTML pages (server-rendered Jinja2 shells, filled by ``static/app.js``, the scripts' shared
+core, and each page's own script beside it):
 
 * ``GET /``: runs table (sort, filter, select → Compare) and the upload panel
 * ``GET /runs/{run_id}``: one run, live progress, then its figures and tables
@@ -115,14 +116,14 @@ def render_dashboard(csrf_token: str = "") -> str:
 
 
 def render_run_page(run_id: str, csrf_token: str = "") -> str:
-    """The run page shell; ``app.js`` polls its data."""
+    """The run page shell; ``run.js`` polls its data."""
     return render(
         "run.html", page="run", title=f"Run {run_id}", run_id=run_id, csrf_token=csrf_token
     )
 
 
 def render_compare_page(comparison_id: str, csrf_token: str = "") -> str:
-    """The owner's comparison page shell; ``app.js`` loads its data."""
+    """The owner's comparison page shell; ``compare.js`` loads its data."""
     return render(
         "compare.html",
         page="compare",
