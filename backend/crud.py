@@ -32,6 +32,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from backend import run_state
 from backend.blobs import BlobStore
 from backend.core.db import utcnow
 from backend.core.errors import NotFound, ServiceError
@@ -336,7 +337,7 @@ def create_run(
     options: dict[str, Any],
     queue: str,
 ) -> Run:
-    """A new ``queued`` run (the caller commits, then enqueues)."""
+    """A new run in the initial status, ``queued`` (the caller commits, then enqueues)."""
     run = Run(
         user_id=user.id,
         checkpoint_id=checkpoint.id,
@@ -346,7 +347,7 @@ def create_run(
         params=params,
         options=options,
         queue=queue,
-        status="queued",
+        status=run_state.INITIAL,
         progress=0.0,
         message="queued",
     )
@@ -390,7 +391,7 @@ def run_report(*, run: Run, blobs: BlobStore) -> dict[str, Any] | None:
     The measures' details are shared with other requests (:meth:`BlobStore.get_json_shared`):
     read them, don't change them.
     """
-    if run.status != "succeeded" or run.report_head is None:
+    if run.status != run_state.SUCCEEDED or run.report_head is None:
         return None
     report = dict(run.report_head)
     report["measures"] = {
@@ -402,7 +403,7 @@ def run_report(*, run: Run, blobs: BlobStore) -> dict[str, Any] | None:
 def run_public(*, run: Run, blobs: BlobStore, with_report: bool = True) -> dict[str, Any]:
     """A run as the API answers it (``RunPublic``)."""
     error = None
-    if run.status == "failed":
+    if run.status == run_state.FAILED:
         error = {
             "code": run.error_code or "failed",
             "message": run.error_message or "",
@@ -565,7 +566,9 @@ def expired_running_runs(session: Session, *, now: datetime) -> list[Run]:
     """Runs left ``running`` by a worker whose lease has expired."""
     return list(
         session.scalars(
-            select(Run).where(Run.status == "running", Run.lease_expires_at < now).with_for_update()
+            select(Run)
+            .where(Run.status == run_state.RUNNING, Run.lease_expires_at < now)
+            .with_for_update()
         )
     )
 
@@ -575,7 +578,7 @@ def stale_queued_runs(session: Session, *, older_than: datetime) -> list[Run]:
     return list(
         session.scalars(
             select(Run).where(
-                Run.status == "queued",
+                Run.status == run_state.QUEUED,
                 (Run.enqueued_at.is_(None) & (Run.created_at < older_than))
                 | (Run.enqueued_at < older_than),
             )

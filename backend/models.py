@@ -30,8 +30,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from backend.core.db import utcnow
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed")
-
 
 def new_id() -> str:
     """A random 128-bit id as 32 hex characters."""
@@ -134,7 +132,8 @@ class Run(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     queue: Mapped[str] = mapped_column(String(16), default="cpu")
 
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # written only by backend.run_state (its statuses and allowed transitions)
+    status: Mapped[str] = mapped_column(String(16), index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(String(500), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
-from backend import crud
+from backend import crud, run_state
 from backend.blobs import BlobStore
 from backend.core.config import Settings
 from backend.core.db import session_scope, utcnow
@@ -54,25 +54,20 @@ def recover(settings: Settings, sender: Sender | None) -> dict[str, Any]:
     failed: list[str] = []
     with session_scope(settings.sqlalchemy_url) as session:
         for run in crud.expired_running_runs(session, now=now):
-            run.lease_expires_at = None
-            run.worker_id = None
-            run.task_id = None
-            if run.attempts >= settings.max_attempts:
-                run.status = "failed"
-                run.error_code = "worker_lost"
-                run.error_message = (
-                    f"the worker stopped during the run {run.attempts} times "
-                    f"(GENSCOPE_MAX_ATTEMPTS={settings.max_attempts}); the last attempt left "
-                    "no result"
-                )
-                run.message = "failed: worker lost"
-                run.finished_at = now
-                failed.append(run.id)
-            else:
-                run.status = "queued"
-                run.message = "re-queued: the worker running it stopped"
-                run.enqueued_at = now
-                to_send.append((run.id, run.queue))
+            run_id, queue, attempts = run.id, run.queue, run.attempts
+            if attempts >= settings.max_attempts:
+                if run_state.fail_lost(
+                    session,
+                    run_id=run_id,
+                    attempts=attempts,
+                    max_attempts=settings.max_attempts,
+                    now=now,
+                ):
+                    failed.append(run_id)
+            elif run_state.requeue_lost(
+                session, run_id=run_id, max_attempts=settings.max_attempts, now=now
+            ):
+                to_send.append((run_id, queue))
         older_than = now - timedelta(seconds=settings.requeue_grace_seconds)
         for run in crud.stale_queued_runs(session, older_than=older_than):
             run.enqueued_at = now

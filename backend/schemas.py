@@ -12,8 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from backend.core.errors import ErrorBody, ServiceError
-
-RunStatus = Literal["queued", "running", "succeeded", "failed"]
+from backend.run_state import Status as RunStatus
 
 
 def _utc_iso(value: datetime) -> str:

@@ -5,9 +5,9 @@ most once per ``progress_interval_seconds`` (and always the final 1.0), renewing
 each write; an update that arrives too soon is kept pending, not dropped.
 :meth:`RunProgress.heartbeat` runs a thread that writes the pending update shortly after and
 renews the lease while a long measure reports nothing. Every write is guarded by the claim
-(``status='running'`` and this task id): if recovery gave the run to another worker, the next
-write raises :class:`ClaimLost`, which derives from ``BaseException`` so that the engine's
-per-measure error handling cannot swallow it.
+(``status='running'`` and this task id, :func:`backend.run_state.renew`): if recovery gave the
+run to another worker, the next write raises :class:`ClaimLost`, which derives from
+``BaseException`` so that the engine's per-measure error handling cannot swallow it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import update
-
+from backend import run_state
 from backend.core.db import get_engine, utcnow
-from backend.models import Run
 
 log = logging.getLogger("genscope.worker")
 
@@ -59,12 +57,14 @@ class RunProgress:
     def _write(self, **values: object) -> None:
         self._last_renew = time.monotonic()
         with self._lock, self.engine.begin() as conn:
-            result = conn.execute(
-                update(Run)
-                .where(Run.id == self.run_id, Run.status == "running", Run.task_id == self.task_id)
-                .values(lease_expires_at=utcnow() + self.lease, **values)
+            held = run_state.renew(
+                conn,
+                run_id=self.run_id,
+                task_id=self.task_id,
+                lease_until=utcnow() + self.lease,
+                **values,
             )
-        if result.rowcount == 0:
+        if not held:
             self.lost = True
             raise ClaimLost(self.run_id)
 
