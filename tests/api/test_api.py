@@ -1,4 +1,6 @@
-"""The HTTP API (interfaces.md §4) against SQLite and PostgreSQL, through one fixture."""
+"""The HTTP API as a whole (interfaces.md §4), on SQLite and PostgreSQL: importing it needs no
+torch, settings refuse bad values, the OpenAPI document lists every route and its errors, and every
+error answers one JSON shape. Each route module's own tests are in tests/api/test_<route>.py."""
 
 from __future__ import annotations
 
