@@ -25,7 +25,7 @@ class RunQueue:
     """A producer for the analysis task on the configured broker."""
 
     def __init__(self, settings: Settings) -> None:
-        from worker.celery_app import TASK_ANALYZE, make_celery
+        from backend.broker import TASK_ANALYZE, make_celery
 
         self.settings = settings
         self.task_name = TASK_ANALYZE

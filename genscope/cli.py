@@ -3,6 +3,10 @@
 Errors a user can cause print one line, ``error [code]: message``, and exit with status 2;
 an unexpected failure prints one line too (set ``GENSCOPE_DEBUG=1`` for the traceback) and exits
 with status 1.
+
+The engine's commands are defined here (analyze, inspect, measures, demo, study); the service's
+(serve, worker, users) are added from the ``genscope.commands`` entry points
+(:mod:`genscope.command_plugins`), so the engine imports nothing of the service.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from genscope.command_plugins import add_plugin_commands
+from genscope.console import err_console, fail, out_console
 from genscope.demo import DEMO_MEASURES
 from genscope.errors import BadArchitecture, BadParameter, GenScopeError
 
@@ -29,14 +34,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="GenScope: generalization diagnostics for deep networks.",
 )
-err_console = Console(stderr=True)
-out_console = Console()
-
-
-def _fail(code: str, message: str, status: int) -> None:
-    """One line on standard error, ``error [code]: message``, then exit with ``status``."""
-    typer.echo(f"error [{code}]: {' '.join(message.split())}", err=True)
-    raise typer.Exit(status)
 
 
 @contextmanager
@@ -44,14 +41,14 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except GenScopeError as exc:
-        _fail(exc.code, exc.message, 2)
+        fail(exc.code, exc.message, 2)
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:
         if os.environ.get("GENSCOPE_DEBUG") == "1":
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        _fail(
+        fail(
             "internal_error",
             f"{type(exc).__name__}: {first} (GENSCOPE_DEBUG=1 shows the traceback)",
             1,
@@ -298,209 +295,6 @@ def list_measures(
     out_console.print(table)
 
 
-# --- service commands (the service itself lives in backend/ and worker/) -----------------------
-
-
-def _service_settings() -> Any:
-    from backend.core.config import get_settings
-
-    try:
-        return get_settings()
-    except Exception as exc:  # pydantic's validation error: one readable line per problem
-        _fail("bad_settings", f"invalid GENSCOPE_* settings: {exc}", 2)
-
-
-def _require_sandbox(settings: Any) -> None:
-    """Stop with ``sandbox_unavailable`` when the sandbox the settings ask for cannot run."""
-    from backend.sandbox import SandboxUnavailable, ensure_available
-
-    try:
-        ensure_available(settings)
-    except SandboxUnavailable as exc:
-        _fail("sandbox_unavailable", str(exc), 2)
-
-
-def _cuda_present() -> bool:
-    """Whether this machine has an NVIDIA GPU, without importing torch (no CUDA in the parent)."""
-    import shutil
-
-    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="start a worker child process")
-    ] = True,
-) -> None:
-    """Start the API and dashboard with one worker child (embedded defaults: SQLite, no Redis)."""
-    import signal
-    import subprocess
-
-    import uvicorn
-
-    from backend.core.db import migrate
-
-    settings = _service_settings()
-    from backend.core.exposure import UnsafeExposure, check_exposure
-
-    try:  # before anything else: no listening beyond loopback with nobody's identity checked
-        check_exposure(host, settings)
-    except UnsafeExposure as exc:
-        _fail("unsafe_exposure", str(exc), 2)
-    if settings.insecure_allow_remote_without_auth and settings.auth == "off":
-        err_console.print(
-            "[bold red]WARNING[/]: GENSCOPE_INSECURE_ALLOW_REMOTE_WITHOUT_AUTH=1 - anyone who can "
-            f"reach {host}:{port} can use this service without a token"
-        )
-    settings.ensure_dirs()
-    _require_sandbox(settings)
-    migrate(settings.sqlalchemy_url)
-    child = None
-    if worker:
-        from backend.recovery import die_with_parent
-
-        child = subprocess.Popen(
-            [sys.executable, "-m", "genscope.cli", "worker", "--queues", "gpu,cpu"],
-            env=dict(os.environ),
-            preexec_fn=die_with_parent(),  # a kill -9 of serve takes the worker with it
-        )
-    # uvicorn re-raises SIGTERM after its shutdown: turn it into SystemExit so that the worker
-    # child is stopped below instead of being orphaned.
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    out_console.print(f"GenScope is running at [bold]http://{shown}:{port}/[/] (Ctrl-C stops it)")
-    try:
-        uvicorn.run("backend.main:create_app", factory=True, host=host, port=port, log_level="info")
-    finally:
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-@app.command()
-def worker(
-    queues: Annotated[
-        str | None, typer.Option(help="comma-separated; default gpu with a GPU, else cpu")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="pool processes (one per GPU)")] = 1,
-    max_tasks_per_child: Annotated[
-        int, typer.Option(min=1, help="recycle a pool process after this many runs")
-    ] = 200,
-    max_memory_per_child: Annotated[
-        int,
-        typer.Option(
-            min=64,
-            help="recycle a pool process after a run that left it above this RSS (MiB)",
-        ),
-    ] = 4096,
-    pool: Annotated[str, typer.Option(help="prefork | solo")] = "prefork",
-    hostname: Annotated[str | None, typer.Option(help="worker node name")] = None,
-    loglevel: Annotated[str, typer.Option(help="DEBUG | INFO | WARNING")] = "INFO",
-) -> None:
-    """Start a Celery worker for the configured broker (GENSCOPE_BROKER_URL)."""
-    from backend.core.db import migrate
-    from worker.celery_app import make_celery
-
-    settings = _service_settings()
-    settings.ensure_dirs()
-    _require_sandbox(settings)
-    migrate(settings.sqlalchemy_url)
-    chosen = queues or ("gpu" if _cuda_present() else "cpu")
-    argv = [
-        "worker",
-        f"--loglevel={loglevel}",
-        f"--queues={chosen}",
-        f"--concurrency={concurrency}",
-        f"--max-tasks-per-child={max_tasks_per_child}",
-        f"--max-memory-per-child={max_memory_per_child * 1024}",  # Celery counts KiB
-        f"--pool={pool}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-    ]
-    if hostname:
-        argv.append(f"--hostname={hostname}")
-    make_celery(settings).worker_main(argv)
-
-
-users_app = typer.Typer(help="Users and API tokens of the service (GENSCOPE_AUTH=tokens).")
-app.add_typer(users_app, name="users")
-
-
-@users_app.command("create")
-def users_create(name: Annotated[str, typer.Argument(help="the new user's name")]) -> None:
-    """Create a user and print its API token (shown this once; only its hash is stored)."""
-    from backend import crud
-    from backend.core.db import migrate, session_scope
-    from backend.core.errors import ServiceError
-
-    settings = _service_settings()
-    settings.ensure_dirs()
-    migrate(settings.sqlalchemy_url)
-    try:
-        with session_scope(settings.sqlalchemy_url) as session:
-            _user, token = crud.create_user(session, name=name)
-    except ServiceError as exc:
-        _fail(exc.code, exc.message, 2)
-    print(token)
-
-
-@users_app.command("token")
-def users_token(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
-    """Issue another API token for a user (printed once)."""
-    from sqlalchemy import select
-
-    from backend import crud
-    from backend.core.db import migrate, session_scope
-    from backend.models import User
-
-    settings = _service_settings()
-    migrate(settings.sqlalchemy_url)
-    with session_scope(settings.sqlalchemy_url) as session:
-        user = session.scalar(select(User).where(User.name == name))
-        if user is None:
-            _fail("not_found", f"no user {name!r}", 2)
-        token = crud.create_token(session, user=user)
-    print(token)
-
-
-@users_app.command("revoke")
-def users_revoke(name: Annotated[str, typer.Argument(help="an existing user")]) -> None:
-    """Revoke every API token of a user."""
-    from backend import crud
-    from backend.core.db import migrate, session_scope
-    from backend.core.errors import ServiceError
-
-    settings = _service_settings()
-    migrate(settings.sqlalchemy_url)
-    try:
-        with session_scope(settings.sqlalchemy_url) as session:
-            count = crud.revoke_user_tokens(session, name=name)
-    except ServiceError as exc:
-        _fail(exc.code, exc.message, 2)
-    print(f"revoked {count} token(s) of {name}")
-
-
-@users_app.command("list")
-def users_list() -> None:
-    """List the users."""
-    from backend import crud
-    from backend.core.db import migrate, session_scope
-
-    settings = _service_settings()
-    migrate(settings.sqlalchemy_url)
-    with session_scope(settings.sqlalchemy_url) as session:
-        for user in crud.list_users(session):
-            print(f"{user.id}\t{user.name}\t{'active' if user.is_active else 'inactive'}")
-
-
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="interface for the server")] = "127.0.0.1",
@@ -518,6 +312,9 @@ def demo(
     analyses, creates a comparison and prints its URL; then keeps serving until Ctrl-C (or exits
     with ``--exit``).
     """
+    if "serve" in UNAVAILABLE_COMMANDS:
+        service = UNAVAILABLE_COMMANDS["serve"].message
+        fail("not_installed", f"genscope demo starts the service, but {service}", 2)
     with _user_errors():
         from genscope.demo import run_demo
 
@@ -657,6 +454,10 @@ def study(
                 "skipped: " + ", ".join(f"{s['id']} ({s['runs']} runs)" for s in result["skipped"])
             )
         out_console.print(f"study of {len(docs)} reports written to [bold]{out}[/]")
+
+
+UNAVAILABLE_COMMANDS = add_plugin_commands(app)
+"""The service's commands that cannot run here (their extra is not installed), by name."""
 
 
 def main() -> None:

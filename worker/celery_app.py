@@ -1,25 +1,9 @@
-"""The Celery application, configured from :class:`backend.core.config.Settings`.
+"""The worker's Celery application: the service's broker app with the task module included.
 
-Importing this module imports neither the tasks nor torch, so the API uses
-:func:`make_celery` as a producer (``send_task`` by name). The worker command loads
-``worker.tasks`` through ``include``. Reliability settings (Celery docs, "Tasks" and
-"Optimizing"): ``acks_late`` + ``task_reject_on_worker_lost`` + prefetch 1, soft/hard time limits
-below the broker's visibility timeout, results ignored (the run row is the result).
-
-Broker outages: a worker and a producer reconnect instead of exiting
-(``broker_connection_retry``, ``broker_connection_max_retries=None``: a worker outlives any
-outage, retrying every 2, 4, ... up to 30 s). A task running when the connection drops is NOT
-cancelled (``worker_cancel_long_running_tasks_on_connection_loss=False``): its run is guarded by
-the database lease, so it finishes and stores its results once; the copy of its message that the
-broker may redeliver later finds the run finished and does nothing. Messages the broker lost
-(Redis restarted without persistence) are re-sent from the database by recovery
-(``backend.recovery``), which every worker runs periodically.
-
-The embedded default broker is kombu's SQLAlchemy transport on a SQLite file
-(``sqla+sqlite:///<data_dir>/broker.sqlite``): it works across processes (the API and the worker
-child) because each ``get`` is one ``BEGIN IMMEDIATE`` transaction, so a message is delivered to
-exactly one consumer and never read half-written (the filesystem transport moves files without a
-lock and can hand a consumer a message that is still being written).
+The broker configuration and the task names live in :mod:`backend.broker`, below both the API and
+the worker; this module adds what only a worker needs, the task code (``worker.tasks``, loaded by
+Celery through ``include`` when a worker starts). ``TASK_ANALYZE`` and ``QUEUES`` are the
+broker's, re-exported for the worker's code.
 """
 
 from __future__ import annotations
@@ -27,46 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
 
+from backend.broker import QUEUES, TASK_ANALYZE
+from backend.broker import make_celery as make_broker_app
 from backend.core.config import Settings, get_settings
 
-TASK_ANALYZE = "genscope.analyze_run"
-QUEUES = ("gpu", "cpu")
+__all__ = ["QUEUES", "TASK_ANALYZE", "TASK_MODULES", "make_celery"]
+
+TASK_MODULES = ("worker.tasks",)
+"""The modules a worker imports at start-up to register its tasks."""
 
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app for ``settings``' broker; task code is only included for workers."""
-    app = Celery("genscope", broker=settings.celery_broker_url, include=["worker.tasks"])
-    transport_options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
-    if settings.embedded_broker:
-        # kombu passes these to SQLAlchemy's create_engine: wait on a locked SQLite file.
-        transport_options = {"connect_args": {"timeout": 30}}
-    app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_soft_time_limit=settings.task_soft_time_limit,
-        task_time_limit=settings.task_time_limit,
-        task_ignore_result=True,
-        result_backend=None,
-        task_queues=[Queue(q, routing_key=q) for q in QUEUES],
-        task_default_queue="cpu",
-        task_create_missing_queues=False,
-        broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        broker_connection_retry=True,
-        broker_connection_max_retries=None,
-        broker_connection_timeout=5,
-        worker_send_task_events=False,
-        worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
-        task_serializer="json",
-        accept_content=["json"],
-        enable_utc=True,
-    )
-    app.conf.genscope_settings = settings
-    return app
+    """A Celery app for ``settings``' broker that registers the worker's tasks when it starts."""
+    return make_broker_app(settings, include=TASK_MODULES)
 
 
 _app: Celery | None = None
