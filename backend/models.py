@@ -80,7 +80,7 @@ class Checkpoint(Base):
     name: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    format: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(32))  # a name of genscope.io.formats
     num_params: Mapped[int] = mapped_column(BigInteger)
     arch: Mapped[str | None] = mapped_column(String(64), nullable=True)
     arch_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1,6 +1,8 @@
 """Checkpoint loading without ever running code from the file (interfaces.md §1).
 
-Formats, recognised by content rather than by name:
+The formats, how each is recognised and which loader reads it are records of the registry in
+:mod:`genscope.io.formats`; this module holds the loaders of the built-in ones and what every
+load does (architecture, weight checks, finiteness, eval mode). The built-in formats:
 
 * ``torch.export`` programs (``.pt2``): ``torch.export.load(...).module()``. torch's own loader
   falls back to full unpickling for some archive members; here every unpickling call made while
@@ -61,7 +63,6 @@ from genscope.errors import (
 )
 from genscope.io.archives import (
     ArchiveError,
-    Member,
     check_zip,
     first_line,
     read_member,
@@ -69,29 +70,22 @@ from genscope.io.archives import (
     weights_global,
 )
 from genscope.io.export_check import ProgramRefused, check_graph, check_program_json
-
-FORMAT_EXPORT = "torch.export"
-FORMAT_STATE_DICT = "state_dict"
-FORMAT_SAFETENSORS = "safetensors"
-FORMAT_TORCHSCRIPT = "torchscript"
+from genscope.io.formats import (
+    EXPORT_HINT,
+    FORMAT_EXPORT,
+    FORMAT_SAFETENSORS,
+    FORMAT_STATE_DICT,
+    FORMAT_TORCHSCRIPT,
+    CheckpointFormat,
+    Contents,
+    detect,
+    format_named,
+)
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights")
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
 MAX_PICKLE_BYTES = 64 << 20  # a data.pkl larger than this is not a real model's
 MAX_CODE_BYTES = 16 << 20  # likewise for a .pt2 archive's JSON members
-_NATIVE_CODE = re.compile(r"(^|/)data/aotinductor/|\.(so|dll|dylib|pyd)$")
-
-TORCHSCRIPT_REFUSED = (
-    "{name} is a TorchScript archive: a program whose code runs while it loads, so GenScope "
-    "does not load it. Export the model instead: "
-    "torch.export.save(torch.export.export(model.eval(), (example_input,)), 'model.pt2'), or "
-    "save its weights (safetensors, or torch.save(model.state_dict(), 'w.pt')) and pass --arch."
-)
-EXPORT_HINT = (
-    "Save the weights instead (torch.save(model.state_dict(), 'w.pt') or safetensors) and pass "
-    "--arch, or export the model: torch.export.save(torch.export.export(model.eval(), (x,)), "
-    "'model.pt2')."
-)
 
 
 @dataclass
@@ -110,18 +104,16 @@ class LoadedModel:
     @property
     def functional(self) -> bool:
         """Whether ``torch.func.functional_call`` works (everything but TorchScript)."""
-        return self.format != FORMAT_TORCHSCRIPT
+        record = format_named(self.format)
+        return record.functional if record is not None else True
 
     @property
     def form(self) -> str:
-        """The form it arrived in, as measures declare them (``registry.FORMS``): ``program``
-        (a ``torch.export`` program), ``state_dict`` (weights with an architecture) or
-        ``module`` (a module handed over in Python)."""
-        if self.format == FORMAT_EXPORT:
-            return "program"
-        if self.format in (FORMAT_STATE_DICT, FORMAT_SAFETENSORS):
-            return "state_dict"
-        return "module"
+        """The form it arrived in, as measures declare them (``registry.FORMS``): the format
+        record's (``program`` for a ``torch.export`` program, ``state_dict`` for weights with an
+        architecture), else ``module`` (a module handed over in Python)."""
+        record = format_named(self.format)
+        return record.form if record is not None else "module"
 
     @property
     def num_params(self) -> int:
@@ -149,73 +141,15 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def detect_format(path: str | Path) -> str:
-    """Recognise the format from the bytes: export archive, TorchScript, torch.save, safetensors.
+    """The name of the file's format, recognised from its bytes by the format registry
+    (:func:`genscope.io.formats.detect`).
 
     Raises:
         BadCheckpoint: empty, unreadable, truncated, or of no known format.
         UnsafeCheckpoint: a hostile archive (zip bomb, member names that escape a folder,
             encrypted members, compiled code); see :func:`genscope.io.archives.check_zip`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BadCheckpoint(f"checkpoint not found: {path}")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if not head:
-        raise BadCheckpoint(f"{path.name}: the file is empty")
-    if head[:4] == b"PK\x03\x04":
-        return _classify_zip(path, _check_archive(path))
-    if _looks_like_safetensors(path, head):
-        return FORMAT_SAFETENSORS
-    if head[:1] == b"\x80" or path.suffix in {".pkl", ".pickle"}:
-        # Legacy torch.save files are pickles too; the weights-only unpickler reads those.
-        return FORMAT_STATE_DICT
-    raise BadCheckpoint(
-        f"{path.name}: not a checkpoint GenScope can read (expected a torch.export .pt2 archive, "
-        "a TorchScript archive, a torch.save state dict or a .safetensors file)"
-    )
-
-
-def _check_archive(path: Path) -> list[Member]:
-    """The archive's members after :func:`~genscope.io.archives.check_zip`; also refuses
-    members that hold native code (AOTInductor packages), which torch would load and run."""
-    try:
-        members = check_zip(path)
-    except ArchiveError as exc:
-        raise (UnsafeCheckpoint if exc.unsafe else BadCheckpoint)(str(exc)) from None
-    native = [m.name for m in members if _NATIVE_CODE.search(m.name)]
-    if native:
-        raise UnsafeCheckpoint(
-            f"{path.name}: the archive holds compiled code ({native[0]}), which loading would "
-            f"run; only portable programs are accepted. {EXPORT_HINT}",
-            {"members": native[:20]},
-        )
-    return members
-
-
-def _classify_zip(path: Path, members: list[Member]) -> str:
-    tails = {m.name.split("/", 1)[-1] for m in members}
-    if (
-        "archive_format" in tails
-        or "serialized_exported_program.json" in tails
-        or any(t.startswith("models/") and t.endswith(".json") for t in tails)
-    ):
-        return FORMAT_EXPORT
-    if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
-        return FORMAT_TORCHSCRIPT
-    if "data.pkl" in tails:
-        return FORMAT_STATE_DICT
-    raise BadCheckpoint(
-        f"{path.name}: a zip archive, but neither a torch.export program, a TorchScript module "
-        "nor a torch.save file"
-    )
-
-
-def _looks_like_safetensors(path: Path, head: bytes) -> bool:
-    if len(head) < 9:
-        return False
-    header_len = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 0 < header_len <= path.stat().st_size
+    return detect(path).name
 
 
 def load_checkpoint(
@@ -234,7 +168,7 @@ def load_checkpoint(
         BadCheckpoint (and subclasses): with a one-line message a user can act on.
     """
     path = Path(path)
-    fmt = detect_format(path)
+    fmt = detect(path)
     sha = file_sha256(path)
     try:
         loaded = _load(path, fmt, sha, arch, arch_config)
@@ -248,17 +182,21 @@ def load_checkpoint(
 
 
 def _load(
-    path: Path, fmt: str, sha: str, arch: str | None, arch_config: Mapping[str, Any] | None
+    path: Path,
+    fmt: CheckpointFormat,
+    sha: str,
+    arch: str | None,
+    arch_config: Mapping[str, Any] | None,
 ) -> LoadedModel:
-    if fmt == FORMAT_EXPORT:
-        module, static_batch = _load_export(path)
-        return LoadedModel(module, fmt, sha, str(path), static_batch_size=static_batch)
-    if fmt == FORMAT_TORCHSCRIPT:
-        raise UnsafeCheckpoint(TORCHSCRIPT_REFUSED.format(name=path.name), {"format": fmt})
-    if fmt == FORMAT_SAFETENSORS:
-        state, unwrapped = _read_safetensors(path), []
-    else:
-        state, unwrapped = unwrap_state_dict(_read_torch_save(path), path.name)
+    if fmt.refusal is not None:
+        raise UnsafeCheckpoint(fmt.refusal.format(name=path.name), {"format": fmt.name})
+    contents = fmt.load(path)
+    if not fmt.needs_arch:
+        return LoadedModel(
+            contents.module, fmt.name, sha, str(path), static_batch_size=contents.static_batch_size
+        )
+    if contents.tensors is None:  # pragma: no cover - a loader that breaks its format's contract
+        raise AssertionError(f"the {fmt.name} loader returned no tensors")
     if arch is None:
         from genscope.io.zoo import ARCH_NAMES
 
@@ -267,17 +205,54 @@ def _load(
             f"(one of {', '.join(ARCH_NAMES)}) and --arch-config, or export the model "
             "to .pt2 with torch.export.save"
         )
+    return load_into_architecture(
+        path, fmt.name, sha, contents.tensors, contents.notes, arch, arch_config
+    )
+
+
+def load_into_architecture(
+    path: Path,
+    format_name: str,
+    sha: str,
+    state: Mapping[str, torch.Tensor],
+    notes: list[str],
+    arch: str,
+    arch_config: Mapping[str, Any] | None,
+) -> LoadedModel:
+    """Build the zoo architecture and load ``state`` into it, after checking the tensors against
+    the architecture on the meta device (a file that does not fit is refused before the real,
+    possibly large, model is allocated)."""
     from genscope.io.zoo import build_model, validate_config
 
     config = validate_config(arch, dict(arch_config or {}))
-    # The architecture on the meta device costs no memory: a file that does not fit it is
-    # refused before the real (possibly large) model is allocated.
     with torch.device("meta"):
         skeleton = build_model(arch, config)
     check_weights(skeleton.state_dict(), state, path.name)
     module = build_model(arch, config)
     load_weights(module, state, path.name)
-    return LoadedModel(module, fmt, sha, str(path), arch, config, unwrapped)
+    return LoadedModel(module, format_name, sha, str(path), arch, config, list(notes))
+
+
+# --- loaders of the built-in formats (records in genscope.io.formats) -------------------------
+
+
+def read_safetensors(path: Path) -> Contents:
+    """The tensors of a ``.safetensors`` file (the library validates header and offsets)."""
+    return Contents(tensors=_read_safetensors(path))
+
+
+def read_torch_save(path: Path) -> Contents:
+    """The tensors of a ``torch.save`` file, through the weights-only unpickler after the
+    archive's pickles pass torch's weights-only list; training checkpoints are unwrapped."""
+    state, notes = unwrap_state_dict(_read_torch_save(path), path.name)
+    return Contents(tensors=state, notes=notes)
+
+
+def read_export_program(path: Path) -> Contents:
+    """The module of a ``torch.export`` archive, after the allow-lists of
+    :mod:`genscope.io.export_check` (see :func:`_load_export`)."""
+    module, static_batch = _load_export(path)
+    return Contents(module=module, static_batch_size=static_batch)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -684,6 +659,10 @@ __all__ = [
     "file_sha256",
     "load_checkpoint",
     "load_from_bytes",
+    "load_into_architecture",
     "load_weights",
+    "read_export_program",
+    "read_safetensors",
+    "read_torch_save",
     "unwrap_state_dict",
 ]

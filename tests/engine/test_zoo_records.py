@@ -124,3 +124,11 @@ _SMALL: dict[str, dict[str, object]] = {
     "wide_resnet": {"depth": 10, "widen_factor": 1},
     "nin": {"depth": 1, "width": 4},
 }
+
+
+def test_the_docs_list_every_architecture() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "zoo.md").read_text()
+    for arch in ARCHITECTURES:
+        assert f"| `{arch.name}` | {arch.description} |" in page, arch.name

@@ -24,6 +24,7 @@ from backend.schemas import (
     utf8_text,
 )
 from backend.uploads import Upload, receive_upload
+from genscope.io.formats import accepted_formats, suffix_summary
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -36,7 +37,14 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the checkpoint, recognised by its content: "
+                            + "; ".join(
+                                f"{f.title} ({'/'.join(f.suffixes)})" for f in accepted_formats()
+                            ),
+                        },
                         "name": {"type": "string"},
                         "arch": {"type": "string", "description": "zoo architecture"},
                         "arch_config": {"type": "string", "description": "JSON object"},
@@ -72,7 +80,7 @@ def _arch_config(raw: str | None) -> dict[str, Any] | None:
     response_model=CheckpointPublic,
     responses=error_responses(400, 401, 413, 415, 422, 502, 504, 507),
     openapi_extra=_UPLOAD_BODY,
-    summary="Upload a checkpoint (.pt2, .safetensors, state dict)",
+    summary=f"Upload a checkpoint ({suffix_summary()})",
 )
 async def upload_checkpoint(
     request: Request,
