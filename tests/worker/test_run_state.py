@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import pytest
 from sqlalchemy import Connection, select
@@ -178,6 +178,27 @@ def test_the_declared_table() -> None:
         and not name.startswith("_")
     }
     assert public - {"allowed", "renew"} == {e.name for e in EVENTS if " " not in e.name}
+
+
+def _literal_values(annotation: Any) -> set[Any]:
+    """The values of the ``Literal`` inside ``annotation`` (e.g. ``Literal[...] | None``)."""
+    if getattr(annotation, "__origin__", None) is Literal:
+        return set(get_args(annotation))
+    return {v for arg in get_args(annotation) for v in _literal_values(arg)}
+
+
+def _status_filter(router: Any, path: str) -> set[Any]:
+    route = next(r for r in router.routes if r.path == path and "GET" in r.methods)
+    param = next(p for p in route.dependant.query_params if p.name == "status")
+    return _literal_values(param.field_info.annotation)
+
+
+def test_the_status_filters_accept_the_declared_statuses() -> None:
+    from backend.api.routes import runs
+
+    assert _status_filter(runs.router, "/runs") == set(run_state.STATUSES)
+    pages = pytest.importorskip("frontend.pages")
+    assert _status_filter(pages.router, "/ui/runs") == {*run_state.STATUSES, ""}  # "": all
 
 
 def test_every_allowed_transition_works_and_every_other_is_refused(
