@@ -47,7 +47,8 @@ RUNNING: Final[Status] = "running"
 SUCCEEDED: Final[Status] = "succeeded"
 FAILED: Final[Status] = "failed"
 
-#: For each status, the statuses from which a run may enter it: one row per status.
+#: For each status, the statuses from which a run may enter it: one row per status (a new status
+#: is its name in :data:`Status`, its constant and its row here).
 ALLOWED_SOURCES: Final[Mapping[Status, frozenset[Status]]] = {
     QUEUED: frozenset({RUNNING}),
     RUNNING: frozenset({QUEUED, RUNNING}),
