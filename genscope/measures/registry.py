@@ -2,8 +2,10 @@
 
 Measures live in the modules of :mod:`genscope.measures` and register themselves with
 :func:`measure` when imported; :func:`load_builtin_measures` imports them all. The CLI's
-``--measures`` and ``--param MEASURE.NAME=VALUE`` and the service's run request resolve through
-:func:`resolve_measures` and :func:`resolve_params`.
+``--measures`` and ``--param MEASURE.NAME=VALUE`` resolve through :func:`resolve_measures` and
+:func:`resolve_params` over this registry; the service resolves a run request through the same
+functions over the declarations read from the modules' source without importing them
+(:mod:`genscope.measures.declared`, which needs no torch).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genscope.errors import BadParameter, UnknownMeasure
@@ -158,6 +161,12 @@ class Measure:
     forms: frozenset[str] = frozenset(FORMS)  # the model forms the measure is defined for
     result: tuple[Detail, ...] = ()  # the declared detail keys (genscope.measures.schema)
 
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise ValueError(f"measure {self.id}: unknown group {self.group!r}")
+        if not self.forms <= set(FORMS):
+            raise ValueError(f"measure {self.id}: unknown forms {sorted(self.forms - set(FORMS))}")
+
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:
@@ -185,19 +194,58 @@ class Measure:
         }
 
 
+#: Measures by id: the runtime registry, or declarations read without importing the modules.
+Known = Mapping[str, Measure]
+
 _REGISTRY: dict[str, Measure] = {}
 
 
 def register(m: Measure) -> Measure:
     """Add a measure to the registry; ids are unique."""
-    if m.group not in GROUPS:
-        raise ValueError(f"measure {m.id}: unknown group {m.group!r}")
-    if not m.forms <= set(FORMS):
-        raise ValueError(f"measure {m.id}: unknown forms {sorted(m.forms - set(FORMS))}")
     if m.id in _REGISTRY and _REGISTRY[m.id].compute is not m.compute:
         raise ValueError(f"measure id {m.id!r} registered twice")
     _REGISTRY[m.id] = m
     return m
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What one ``@measure(...)`` declares: everything of a :class:`Measure` but its function.
+
+    Applied to a function it registers the measure (the docstring's first line becomes the
+    description); :meth:`measure` builds the measure without registering it.
+    """
+
+    id: str
+    group: str
+    params: tuple[Param, ...] = ()
+    direction: str | None = None
+    source: str = ""
+    cost: str = "cheap"
+    requires: frozenset[str] = frozenset()
+    forms: frozenset[str] = frozenset(FORMS)
+    result: tuple[Detail, ...] = ()
+
+    def measure(self, compute: Compute, doc: str | None) -> Measure:
+        """The measure computed by ``compute``, described by the first line of ``doc``."""
+        lines = (doc or "").strip().splitlines()
+        return Measure(
+            id=self.id,
+            group=self.group,
+            compute=compute,
+            params=self.params,
+            direction=self.direction,
+            description=lines[0] if lines else "",
+            source=self.source,
+            cost=self.cost,
+            requires=self.requires,
+            forms=self.forms,
+            result=self.result,
+        )
+
+    def __call__(self, fn: Compute) -> Compute:
+        register(self.measure(fn, fn.__doc__))
+        return fn
 
 
 def measure(
@@ -210,32 +258,33 @@ def measure(
     requires: Iterable[str] = (),
     forms: Iterable[str] = FORMS,
     result: Iterable[Detail] = (),
-) -> Callable[[Compute], Compute]:
+) -> Declaration:
     """Decorator form of :func:`register`; the docstring's first line becomes the description."""
-
-    def wrap(fn: Compute) -> Compute:
-        doc = (fn.__doc__ or "").strip().splitlines()
-        register(
-            Measure(
-                id=id,
-                group=group,
-                compute=fn,
-                params=tuple(params),
-                direction=direction,
-                description=doc[0] if doc else "",
-                source=source,
-                cost=cost,
-                requires=frozenset(requires),
-                forms=frozenset(forms),
-                result=tuple(result),
-            )
-        )
-        return fn
-
-    return wrap
+    return Declaration(
+        id=id,
+        group=group,
+        params=tuple(params),
+        direction=direction,
+        source=source,
+        cost=cost,
+        requires=frozenset(requires),
+        forms=frozenset(forms),
+        result=tuple(result),
+    )
 
 
 _loaded = False
+#: Modules of :mod:`genscope.measures` that hold no measures.
+NOT_MEASURE_MODULES = frozenset({"registry", "context"})
+
+
+def measure_module_names(folder: str | Path) -> list[str]:
+    """Names of the modules in the measures package ``folder`` that may declare measures."""
+    return [
+        info.name
+        for info in pkgutil.iter_modules([str(folder)])
+        if info.name not in NOT_MEASURE_MODULES and not info.name.startswith("_")
+    ]
 
 
 def load_builtin_measures() -> None:
@@ -245,35 +294,58 @@ def load_builtin_measures() -> None:
         return
     import genscope.measures as package
 
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in {"registry", "context"} and not info.name.startswith("_"):
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    for folder in package.__path__:
+        for name in measure_module_names(folder):
+            importlib.import_module(f"{package.__name__}.{name}")
     _loaded = True
 
 
-def all_measures() -> list[Measure]:
+def _known(known: Known | None) -> Known:
+    """``known``, or the runtime registry with every built-in measure loaded."""
+    if known is not None:
+        return known
     load_builtin_measures()
-    return sorted(_REGISTRY.values(), key=lambda m: (GROUPS.index(m.group), m.id))
+    return _REGISTRY
 
 
-def get_measure(measure_id: str) -> Measure:
-    load_builtin_measures()
+def _in_order(measures: Iterable[Measure]) -> list[Measure]:
+    return sorted(measures, key=lambda m: (GROUPS.index(m.group), m.id))
+
+
+def all_measures(known: Known | None = None) -> list[Measure]:
+    """Every measure of ``known`` (default: the registry), by group then id."""
+    return _in_order(_known(known).values())
+
+
+def get_measure(measure_id: str, known: Known | None = None) -> Measure:
+    """The measure ``measure_id`` of ``known`` (default: the registry).
+
+    Raises:
+        UnknownMeasure: naming the known ids.
+    """
+    measures = _known(known)
     try:
-        return _REGISTRY[measure_id]
+        return measures[measure_id]
     except KeyError:
         raise UnknownMeasure(
-            f"unknown measure {measure_id!r}; known: {', '.join(sorted(_REGISTRY))}",
+            f"unknown measure {measure_id!r}; known: {', '.join(sorted(measures))}",
             {"measure": measure_id},
         ) from None
 
 
-def resolve_measures(names: Iterable[str] | str | None) -> list[Measure]:
+def resolve_measures(
+    names: Iterable[str] | str | None, known: Known | None = None
+) -> list[Measure]:
     """Expand ids and group names (``margins``, ``hessian``, ``all`` …) into measures, in order.
 
     A group name selects every measure of that group; ``all`` every measure; an id one measure.
-    ``None`` or an empty list selects the default set: ``margin.output``.
+    ``None`` or an empty list selects the default set: ``margin.output``. ``known`` is the set
+    the names are looked up in (default: the registry).
+
+    Raises:
+        UnknownMeasure: for a name that is neither an id nor a group, naming both.
     """
-    load_builtin_measures()
+    measures = _known(known)
     if isinstance(names, str):
         names = [n for n in names.split(",")]
     wanted = [n.strip() for n in (names or []) if n and n.strip()]
@@ -282,12 +354,18 @@ def resolve_measures(names: Iterable[str] | str | None) -> list[Measure]:
     chosen: dict[str, Measure] = {}
     for name in wanted:
         if name == "all":
-            chosen.update((m.id, m) for m in all_measures())
+            chosen.update(measures)
         elif name in GROUPS:
-            chosen.update((m.id, m) for m in all_measures() if m.group == name)
+            chosen.update((m.id, m) for m in measures.values() if m.group == name)
+        elif name in measures:
+            chosen[name] = measures[name]
         else:
-            chosen[name] = get_measure(name)
-    return sorted(chosen.values(), key=lambda m: (GROUPS.index(m.group), m.id))
+            raise UnknownMeasure(
+                f"unknown measure {name!r}; known: {', '.join(sorted(measures))}; "
+                f"groups: {', '.join(('all', *GROUPS))}",
+                {"measure": name},
+            )
+    return _in_order(chosen.values())
 
 
 def parse_param_assignments(items: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -306,19 +384,21 @@ def parse_param_assignments(items: Iterable[str]) -> dict[str, dict[str, str]]:
 
 
 def resolve_params(
-    measures: Iterable[Measure], overrides: Mapping[str, Mapping[str, Any]] | None = None
+    measures: Iterable[Measure],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    known: Known | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Defaults of each measure with ``overrides`` applied, typed and range-checked.
 
     Overrides for a measure that was not selected are an error (a typo would otherwise be
-    silently ignored).
+    silently ignored); an id missing from ``known`` (default: the registry) is unknown.
     """
     measures = list(measures)
     overrides = dict(overrides or {})
     selected = {m.id for m in measures}
     for measure_id in overrides:
         if measure_id not in selected:
-            get_measure(measure_id)  # unknown id -> UnknownMeasure
+            get_measure(measure_id, known)  # unknown id -> UnknownMeasure
             raise BadParameter(
                 f"a parameter was given for {measure_id}, which is not among the selected measures",
                 {"measure": measure_id},
