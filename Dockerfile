@@ -30,7 +30,8 @@ COPY genscope ./genscope
 COPY backend ./backend
 COPY worker ./worker
 COPY frontend ./frontend
-RUN pip install ".[postgres]"
+# the engine with both extras: the API (`server`) and the workers (`worker`) run this image
+RUN pip install ".[server,worker]"
 
 USER genscope
 EXPOSE 8000
