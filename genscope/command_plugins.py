@@ -88,7 +88,7 @@ def missing_distributions(extra: str, distribution: str = DISTRIBUTION) -> list[
 
 
 def _stand_in(unavailable: Unavailable) -> Callable[..., None]:
-    def command(ctx: typer.Context) -> None:
+    def command() -> None:  # its arguments, whatever they are, are left unread
         fail("not_installed", unavailable.message, 2)
 
     command.__doc__ = f"Not available here: {unavailable.install}."
