@@ -40,7 +40,7 @@ def start_up(settings: Settings, *, recover_runs: bool = True) -> None:
     """Directories, the sandbox check, migrations, the local user (auth off) and recovery of
     lost runs."""
     from backend import crud
-    from backend.inspection import measure_catalogue
+    from backend.catalogue import measure_catalogue
 
     settings.ensure_dirs()
     from backend.sandbox import ensure_available
@@ -69,7 +69,7 @@ def start_up(settings: Settings, *, recover_runs: bool = True) -> None:
 
     def warm() -> None:
         try:
-            measure_catalogue(settings.data_dir)
+            measure_catalogue()  # reads the declarations once, off the first request
         except Exception:
             log.exception("could not build the measure catalogue")
 

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 
 from backend.core.errors import ErrorBody, ServiceError
 from backend.run_state import Status as RunStatus
+from genscope.io.dataset_names import BUILTIN_DATASETS
 
 
 def _utc_iso(value: datetime) -> str:
@@ -206,7 +207,7 @@ class RunCreate(RequestBody):
     """``POST /api/runs``: analyse one checkpoint on one dataset."""
 
     checkpoint_id: str
-    dataset: str = Field(description="built-in spec (digits, moons, blobs, linear) or dataset id")
+    dataset: str = Field(description=f"built-in spec ({', '.join(BUILTIN_DATASETS)}) or dataset id")
     measures: list[str] | str | None = Field(
         default=None, description="measure ids or groups; default margin.output"
     )

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.blobs import BlobStore
+from backend.catalogue import measure_catalogue
 from backend.core.config import Settings, get_settings
 from backend.core.db import get_engine
 from backend.core.errors import ServiceError
-from backend.inspection import measure_catalogue
 from backend.models import User
 from backend.queue import RunQueue, get_run_queue
 
@@ -57,9 +57,9 @@ def get_queue(settings: SettingsDep) -> RunQueue:
 QueueDep = Annotated[RunQueue, Depends(get_queue)]
 
 
-def get_catalogue(settings: SettingsDep) -> list[dict[str, Any]]:
-    """The measure catalogue (``genscope measures --json``, cached in the data directory)."""
-    return measure_catalogue(settings.data_dir)
+def get_catalogue() -> list[dict[str, Any]]:
+    """The measure catalogue, from the measures' declarations (no torch, no subprocess)."""
+    return measure_catalogue()
 
 
 CatalogueDep = Annotated[list[dict[str, Any]], Depends(get_catalogue)]

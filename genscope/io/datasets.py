@@ -28,9 +28,10 @@ import torch
 
 from genscope.errors import BadDataset
 from genscope.io.archives import ArchiveError, check_zip, first_line, max_unpacked_bytes
+from genscope.io.dataset_names import BUILTIN_DATASETS, SYNTHETIC_DATASETS, TORCHVISION_DATASETS
 
-BUILTIN = ("digits", "moons", "blobs", "linear")
-TORCHVISION = ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn")
+BUILTIN = tuple(BUILTIN_DATASETS)
+TORCHVISION = TORCHVISION_DATASETS
 MAX_CLASSES = 100_000
 MAX_ELEMENTS = 2_000_000_000  # per array; refuses absurd headers before allocation
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test", "num_classes")
@@ -173,7 +174,7 @@ def load_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None) -> D
         return load_array_file(Path(rest), kind)
     if spec == "digits":
         return digits()
-    if spec in {"moons", "blobs", "linear"}:
+    if spec in SYNTHETIC_DATASETS:
         return synthetic(spec)
     if spec in TORCHVISION:
         return torchvision_set(spec, data_dir)

@@ -219,9 +219,9 @@ def test_a_default_above_a_lowered_cap_is_stored_lowered(
 def test_every_memory_parameter_of_the_catalogue_is_capped(client: Any) -> None:
     """The catalogue's parameters that size what is held in memory at once are all matched."""
     from backend.api.routes.runs import memory_kind
-    from backend.inspection import measure_catalogue
+    from backend.catalogue import measure_catalogue
 
-    catalogue = measure_catalogue(client.settings.data_dir)
+    catalogue = measure_catalogue()
     held = {"max_memory_mb": "memory", "batch_size": "batch", "chunk_size": "batch"}
     for measure in catalogue:
         for param in measure.get("params", []):

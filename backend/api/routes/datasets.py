@@ -16,10 +16,11 @@ from backend.api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
 from backend.blobs import BlobStore, StorageFull, is_no_space
 from backend.core.config import Settings
 from backend.core.errors import error_responses
-from backend.inspection import BUILTIN_DATASETS, inspect_dataset
+from backend.inspection import inspect_dataset
 from backend.models import DatasetFile, User
 from backend.schemas import DatasetPublic, DatasetsPublic, upload_name
 from backend.uploads import Upload, receive_upload
+from genscope.io.dataset_names import BUILTIN_DATASETS
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

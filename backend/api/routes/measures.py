@@ -1,4 +1,5 @@
-"""``/api/measures``: the engine's measure catalogue (ids, groups, parameters)."""
+"""``/api/measures``: the engine's measure catalogue (ids, groups, parameters, result schemas),
+from the measures' declarations (:mod:`backend.catalogue`)."""
 
 from __future__ import annotations
 

@@ -17,15 +17,11 @@ from backend.api.deps import (
     SessionDep,
     SettingsDep,
 )
+from backend.catalogue import checkpoint_params, validate_measures
 from backend.core.config import Settings
 from backend.core.errors import ServiceError, error_responses
-from backend.inspection import (
-    BUILTIN_DATASETS,
-    TORCHVISION_DATASETS,
-    checkpoint_params,
-    validate_measures,
-)
 from backend.schemas import RunCreate, RunPublic, RunsPublic, RunStatus
+from genscope.io.dataset_names import BUILTIN_DATASETS, TORCHVISION_DATASETS
 
 log = logging.getLogger("genscope.api")
 
@@ -129,9 +125,9 @@ def create_run(
                 f"({', '.join(BUILTIN_DATASETS)}) or the id of an uploaded dataset",
                 {"dataset": body.dataset},
             ) from None
-    measures, params = validate_measures(catalogue, body.measures, body.params)
+    measures, params = validate_measures(body.measures, body.params)
     params = cap_memory_params(catalogue, measures, params, settings)
-    for measure_id, name, value in checkpoint_params(catalogue, params):
+    for measure_id, name, value in checkpoint_params(params):
         try:  # another of the caller's checkpoints (e.g. the other end of an interpolation)
             crud.get_checkpoint(session, checkpoint_id=value, user=user)
         except ServiceError:

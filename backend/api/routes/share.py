@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from backend import crud
 from backend.api.deps import BlobsDep, CatalogueDep, SessionDep
 from backend.blobs import BlobStore
+from backend.catalogue import checkpoint_params
 from backend.core.errors import NotFound, error_responses
-from backend.inspection import checkpoint_params
 from backend.models import Checkpoint, DatasetFile, Run
 from backend.schemas import SharedComparison
 
@@ -32,7 +32,7 @@ def _shared_params(
     out = {measure_id: dict(values) for measure_id, values in params.items()}
     known = {m["id"] for m in catalogue}
     listed = {k: v for k, v in params.items() if k in known}
-    for measure_id, name, value in checkpoint_params(catalogue, listed):
+    for measure_id, name, value in checkpoint_params(listed):
         row = session.get(Checkpoint, value) if crud.plausible_id(value) else None
         out[measure_id][name] = f"sha256:{row.sha256}" if row is not None else None
     return out
