@@ -3,7 +3,7 @@ a slow, strong reference solver.
 
 Workloads: the digits MLP 64-256-256-10 and LeNet-5 on 8x8 digits (two convolutions, the zoo's
 ``lenet``), each trained briefly with full-batch Adam (seeded) to 100% training accuracy.
-GenScope's solver (``genscope.measures.margins.solve_all_layer``, defaults) runs on all 1437
+GenScope's solver (``genscope.all_layer.solve_all_layer``, defaults) runs on all 1437
 training examples in float32; the reference (bisection on the radius + targeted projected
 gradient descent with restarts, ``tests/engine/test_margins.py::reference_all_layer``) runs on
 the first ``--ref-examples`` examples, and the medians over those examples are compared. The
@@ -31,11 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from genscope import analyze  # noqa: E402
+from genscope.all_layer import perturbed_forward, solve_all_layer  # noqa: E402
 from genscope.graph import layer_graph  # noqa: E402
 from genscope.io.datasets import load_dataset  # noqa: E402
 from genscope.io.zoo import build_model  # noqa: E402
 from genscope.measures.context import AnalysisOptions  # noqa: E402
-from genscope.measures.margins import perturbed_forward, solve_all_layer  # noqa: E402
 from tests.engine.test_margins import reference_all_layer  # noqa: E402
 
 WORKLOADS = {

@@ -4,6 +4,11 @@ Loads nothing itself beyond resolving specs, checks that data and model fit, com
 metrics block, then runs each selected measure through the registry with a progress callback.
 A measure that fails is recorded as failed with its error code; the others still run.
 
+Every result is checked against its measure's declared schema
+(:func:`genscope.measures.schema.check_details`): with ``GENSCOPE_STRICT_SCHEMA=1`` (the test
+suite's setting) a departure raises :class:`~genscope.measures.schema.SchemaDeparture`;
+otherwise it is logged and listed in the result's ``schema_problems``.
+
 Out of memory (``torch.OutOfMemoryError``, which covers CUDA, or ``MemoryError`` on the CPU):
 the measure is retried with half the chunk size (``AnalysisOptions.batch_size``, the examples per
 forward pass of the context and the curvature operators) after the failed attempt's cached
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -37,11 +43,14 @@ from genscope.io.datasets import Dataset, load_dataset
 from genscope.linalg.heap import retained_heap
 from genscope.measures.context import MIN_CHUNK_SIZE, AnalysisOptions, MeasureContext, ProgressFn
 from genscope.measures.registry import Measure, resolve_measures, resolve_params
+from genscope.measures.schema import SchemaDeparture, check_details
 from genscope.report import MeasureResult, Report
 
 log = logging.getLogger(__name__)
 
 COST_WEIGHT = {"cheap": 1.0, "moderate": 5.0, "expensive": 20.0}
+#: Set to 1 to make a result that departs from its declared schema raise instead of being noted.
+STRICT_SCHEMA_ENV = "GENSCOPE_STRICT_SCHEMA"
 OUT_OF_MEMORY = (torch.OutOfMemoryError, MemoryError)
 T = TypeVar("T")
 
@@ -191,8 +200,15 @@ def run_measure(
 
     Out of memory is retried with smaller chunks (:func:`with_chunk_retry`); the simulated
     memory cap (``GENSCOPE_SIMULATED_MEMORY_CAP_MB``) applies while the measure computes, and
-    freed CPU memory stays in the process until it ends (:mod:`genscope.linalg.heap`).
+    freed CPU memory stays in the process until it ends (:mod:`genscope.linalg.heap`). The
+    result is checked against the measure's declared schema (:func:`conform`).
     """
+    return conform(m, _compute_result(ctx, m, params, progress))
+
+
+def _compute_result(
+    ctx: MeasureContext, m: Measure, params: dict[str, Any], progress: ProgressFn
+) -> MeasureResult:
     start = time.perf_counter()
     form = ctx.loaded.form
     if form not in m.forms:  # declared in the registry: not defined for this form, not a failure
@@ -228,6 +244,20 @@ def run_measure(
         return _failed(m, params, start, "measure_failed", f"{type(exc).__name__}: {exc}")
     finally:
         ctx.progress = lambda _f, _m: None
+
+
+def conform(m: Measure, result: MeasureResult) -> MeasureResult:
+    """Check ``result`` against ``m``'s declared schema. A departure raises
+    :class:`SchemaDeparture` under ``GENSCOPE_STRICT_SCHEMA=1``; otherwise it is logged and
+    recorded in the result's ``schema_problems``, never dropped silently."""
+    problems = check_details(m.id, m.result, result.details)
+    if not problems:
+        return result
+    if os.environ.get(STRICT_SCHEMA_ENV, "").strip() == "1":
+        raise SchemaDeparture("; ".join(problems))
+    log.warning("measure %s departs from its declared schema: %s", m.id, "; ".join(problems))
+    result.details["schema_problems"] = problems
+    return result
 
 
 def _failed(

@@ -84,9 +84,3 @@ class UnsupportedModel(GenScopeError):
     """The model cannot be analysed by this measure (format, architecture, size)."""
 
     code = "unsupported_model"
-
-
-class MeasureFailed(GenScopeError):
-    """A measure raised an unexpected error; the other measures of the run still complete."""
-
-    code = "measure_failed"

@@ -3,6 +3,11 @@
 A :class:`Report` is what ``genscope analyze`` writes and what the service stores. JSON never
 carries NaN or infinity: non-finite numbers are written as ``null``, and a measure whose value is
 not finite says why in ``reason``.
+
+A measure's details (the keys beside ``value``) follow the result schema its ``@measure``
+declares (:mod:`genscope.measures.schema`); :func:`genscope.analysis.run_measure` checks every
+result against it before it reaches the report, and a result that departs lists how in
+``schema_problems``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_DATABASES = 16  # redis-server's default number of databases
 MOONS_MLP = {"input_dim": 2, "widths": [8], "num_classes": 2}
+os.environ.setdefault("GENSCOPE_STRICT_SCHEMA", "1")  # a result off its declared schema raises
 
 
 def _pg_admin() -> Any:

@@ -23,6 +23,7 @@ from genscope.graph import homogeneity
 from genscope.measures.complexity import cached_layer_norms, load_init, margin_at_quantile
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.schema import Detail
 from genscope.measures.sharpness import SEARCH_PARAMS, pacbayes_sigma
 from genscope.measures.stats import quantile_conventions
 from genscope.norms import spectral_complexity
@@ -98,8 +99,31 @@ def _widest(norms: list[Any]) -> int:
 # --- Bartlett, Foster & Telgarsky --------------------------------------------------------------
 
 
+BOUND_COMMON = (
+    Detail("rigorous", "boolean", "whether the value is a bound with every constant known"),
+    Detail("rigorous_reason", "string", "why it is or is not rigorous"),
+    Detail("test_error", "number", "the model's test error (0-1 loss), null without a test split"),
+    Detail("train_error", "number", "the model's training error"),
+    Detail("vacuous", "boolean", "whether the bound on the error is ≥ 1 (or not finite)"),
+    Detail("informative", "boolean", "whether it is below informative_below"),
+    Detail("trivial_bound", "number", "1 − 1/K, the error of guessing among K classes"),
+    Detail("informative_below", "number", "the threshold: min(1 − 1/K, 1 − margin)"),
+    Detail("informative_rule", "string", "the rule, with K"),
+)
+SPECTRAL_BOUND_RESULT = (
+    Detail(
+        "terms",
+        "object",
+        "the bound's terms: n, γ and its quantile and conventions, margin loss, R_A and its log, "
+        "‖X‖_F, width, the log terms and constants of Theorem 1.1",
+    ),
+    *BOUND_COMMON,
+)
+
+
 @measure(
     "bound.spectral",
+    result=SPECTRAL_BOUND_RESULT,
     group="bounds",
     params=[MARGIN_Q, DELTA],
     direction=LOWER_IS_BETTER,
@@ -178,8 +202,21 @@ def spectral_bound(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
 # --- Neyshabur, Bhojanapalli & Srebro -----------------------------------------------------------
 
 
+PACBAYES_SPECTRAL_RESULT = (
+    Detail(
+        "terms",
+        "object",
+        "the bound's terms: m, γ and its conventions, margin loss, depth, width, input norm "
+        "bound B, log Π‖W‖₂², Σ‖W‖_F²/‖W‖₂², δ, KL and the slack of Theorem 1",
+    ),
+    *BOUND_COMMON,
+    Detail("assumptions", "string", "the theorem's assumptions and how they are met"),
+)
+
+
 @measure(
     "bound.pacbayes_spectral",
+    result=PACBAYES_SPECTRAL_RESULT,
     group="bounds",
     params=[MARGIN_Q, DELTA],
     direction=LOWER_IS_BETTER,
@@ -267,8 +304,21 @@ def pacbayes_spectral(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, 
 # --- Wei & Ma ----------------------------------------------------------------------------------
 
 
+ALL_LAYER_BOUND_RESULT = (
+    Detail(
+        "terms",
+        "object",
+        "the bound's terms: n, margin sample, correct examples, Σ C_i and per-layer C_i, "
+        "ln² n, δ, confidence term, training error, points, unconfirmed left out, "
+        "sqrt(mean 1/m_F²), complexity term",
+    ),
+    *BOUND_COMMON,
+)
+
+
 @measure(
     "bound.all_layer",
+    result=ALL_LAYER_BOUND_RESULT,
     group="bounds",
     params=[DELTA],
     direction=LOWER_IS_BETTER,
@@ -378,8 +428,22 @@ def kl_inverse_upper(p: float, c: float, iters: int = 100) -> float:
     return hi
 
 
+PACBAYES_SHARPNESS_RESULT = (
+    Detail(
+        "terms",
+        "object",
+        "the bound's terms: σ and whether its search converged, m, prior mean, ‖w − w⁰‖², KL, "
+        "ln |grid|, ln(2√m/δ), the kl right-hand side, the Monte-Carlo posterior error with "
+        "its stderr and upper bound, draws, δ and δ_mc",
+    ),
+    *BOUND_COMMON,
+    Detail("bounds", "string", "what is bounded (the Gaussian posterior's error)"),
+)
+
+
 @measure(
     "bound.pacbayes_sharpness",
+    result=PACBAYES_SHARPNESS_RESULT,
     group="bounds",
     params=[
         *SEARCH_PARAMS,

@@ -21,6 +21,7 @@ from genscope.graph import _static_batch, affine_layers
 from genscope.measures.context import MeasureContext
 from genscope.measures.margins import output_margins
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.schema import Detail
 from genscope.measures.stats import finite_or_reason, quantile_conventions
 from genscope.network import Step, ViewInterpreter, network_view
 from genscope.norms import LayerNorms, layer_norms
@@ -65,10 +66,6 @@ def norms_table(norms: list[LayerNorms]) -> list[dict[str, Any]]:
     ]
 
 
-def _log_or_none(x: float) -> float | None:
-    return math.log(x) if x > 0 else None
-
-
 def _margin_block(gamma: float, q: float, margins: torch.Tensor) -> dict[str, Any]:
     """γ and how it was taken: the quantile, its interpolation rule, and γ by the rule of Jiang
     et al. 2020 (the ⌊qm⌋-th smallest margin) beside it."""
@@ -86,8 +83,15 @@ def _margin_block(gamma: float, q: float, margins: torch.Tensor) -> dict[str, An
 # --- parameter count ---------------------------------------------------------------------------
 
 
+PARAMS_RESULT = (
+    Detail("weights", "integer", "parameters of the affine layers' weights (Jiang's ω)"),
+    Detail("affine_layers", "integer", "number of affine layers"),
+)
+
+
 @measure(
     "complexity.params",
+    result=PARAMS_RESULT,
     group="bounds",
     direction=LOWER_IS_BETTER,
     source="Jiang et al. 2020, eq. 20 (ω, number of parameters)",
@@ -103,8 +107,55 @@ def num_params(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
 # --- spectral and Frobenius norms ----------------------------------------------------------------
 
 
+NORMS_TABLE = Detail(
+    "layers",
+    "array",
+    "norms of each affine layer, BatchNorm folded (genscope.norms)",
+    per="layer",
+    fields=(
+        Detail("name", "string", "the layer"),
+        Detail("kind", "string", "its kind (linear, conv...)"),
+        Detail("spectral", "number", "‖W‖₂ (conv: of the convolution operator)"),
+        Detail("frobenius", "number", "‖W‖_F"),
+        Detail("l1", "number", "Σ|W_ij|"),
+        Detail("l21", "number", "‖Wᵀ‖_{2,1}"),
+        Detail("fan_in", "integer", "input dimension"),
+        Detail("fan_out", "integer", "output dimension"),
+        Detail("batchnorm_folded", "boolean", "whether a BatchNorm was folded into it"),
+    ),
+)
+MARGIN_BLOCK = Detail(
+    "margin",
+    "object",
+    "γ, the output-margin quantile the ratios divide by, and how it was taken",
+    fields=(
+        Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
+        Detail("quantile", "number", "the quantile q"),
+        Detail("quantile_rule", "string", "its interpolation rule"),
+        Detail("jiang", "number", "γ by Jiang et al.'s rule, the ⌊qm⌋-th smallest margin"),
+        Detail("jiang_rule", "string", "that rule"),
+        Detail("of", "string", "which margins"),
+    ),
+)
+MARGIN_REASON = Detail("margin_reason", "string", "why the margin variants are missing (γ ≤ 0)")
+SPECTRAL_RESULT = (
+    NORMS_TABLE,
+    MARGIN_BLOCK,
+    Detail("product", "number", "Π_i ‖W_i‖₂ (null if it overflows)"),
+    Detail("sum", "number", "Σ_i ‖W_i‖₂"),
+    Detail("log_sum_of_spec", "number", "ln d + (1/d) ln Π ‖W_i‖₂² (Jiang et al. eq. 35)"),
+    Detail("fro_over_spec", "number", "Σ_i ‖W_i‖_F² / ‖W_i‖₂² (eq. 33)"),
+    Detail("spec_orig", "number", "ln Π ‖W_i‖₂² + ln Σ ‖W_i‖_F²/‖W_i‖₂² (eq. 30)"),
+    Detail("log_prod_of_spec_over_margin", "number", "ln Π ‖W_i‖₂² / γ² (eq. 31)"),
+    Detail("log_sum_of_spec_over_margin", "number", "ln d + (1/d) ln(Π ‖W_i‖₂² / γ²) (eq. 34)"),
+    Detail("spec_orig_over_margin", "number", "spec_orig − ln γ² (eq. 30 over the margin)"),
+    MARGIN_REASON,
+)
+
+
 @measure(
     "complexity.spectral",
+    result=SPECTRAL_RESULT,
     group="bounds",
     params=[MARGIN_Q],
     direction=LOWER_IS_BETTER,
@@ -145,8 +196,22 @@ def spectral_norms(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
     return finite_or_reason(out, log_prod, "log product of spectral norms")
 
 
+FROBENIUS_NORMS_RESULT = (
+    NORMS_TABLE,
+    MARGIN_BLOCK,
+    Detail("product", "number", "Π_i ‖W_i‖_F (null if it overflows)"),
+    Detail("sum", "number", "Σ_i ‖W_i‖_F"),
+    Detail("param_norm", "number", "Σ_i ‖W_i‖_F² (Jiang et al. eq. 42)"),
+    Detail("log_sum_of_fro", "number", "ln d + (1/d) ln Π ‖W_i‖_F² (eq. 39)"),
+    Detail("log_prod_of_fro_over_margin", "number", "ln Π ‖W_i‖_F² / γ² (eq. 36)"),
+    Detail("log_sum_of_fro_over_margin", "number", "ln d + (1/d) ln(Π ‖W_i‖_F² / γ²) (eq. 38)"),
+    MARGIN_REASON,
+)
+
+
 @measure(
     "complexity.frobenius",
+    result=FROBENIUS_NORMS_RESULT,
     group="bounds",
     params=[MARGIN_Q],
     direction=LOWER_IS_BETTER,
@@ -263,8 +328,18 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return p0.dtype if p0 is not None else torch.float64
 
 
+PATH_NORM_RESULT = (
+    Detail("sqrt", "number", "φ₂ = sqrt(Σ_paths Π_e w_e²) (Neyshabur et al. 2015)"),
+    MARGIN_BLOCK,
+    Detail("over_margin", "number", "path norm / γ² (Jiang et al. eq. 43); null if γ ≤ 0"),
+    Detail("exact", "boolean", "whether the path norm is exact for this network"),
+    Detail("batchnorm_convention", "string", "how BatchNorm enters the paths"),
+)
+
+
 @measure(
     "complexity.path_norm",
+    result=PATH_NORM_RESULT,
     group="bounds",
     params=[MARGIN_Q],
     direction=LOWER_IS_BETTER,
@@ -332,8 +407,29 @@ INIT = Param(
 )
 
 
+DISTANCE_RESULT = (
+    Detail(
+        "layers",
+        "array",
+        "per affine weight: ‖W − W⁰‖_F² and the squared spectral norm of the reshaped difference",
+        per="layer",
+        fields=(
+            Detail("name", "string", "the weight"),
+            Detail("frobenius_sq", "number", "‖W − W⁰‖_F²"),
+            Detail("spectral_sq_reshaped", "number", "‖W − W⁰‖₂² of the (out, in·k·k) matrix"),
+        ),
+    ),
+    Detail("dist_spec_init", "number", "Σ_i ‖W_i − W_i⁰‖₂² (Jiang et al. eq. 41)"),
+    Detail("l2_all_params", "number", "‖w − w⁰‖₂ over all parameters"),
+    Detail("relative", "number", "‖w − w⁰‖₂ / ‖w⁰‖₂"),
+    Detail("init", "string", "the checkpoint at initialisation"),
+    Detail("needs", "string", "the parameter that must be given when there is no value"),
+)
+
+
 @measure(
     "complexity.distance_from_init",
+    result=DISTANCE_RESULT,
     group="bounds",
     params=[INIT],
     direction=LOWER_IS_BETTER,
@@ -442,8 +538,27 @@ def _spectral_layers(ctx: MeasureContext) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+WEIGHT_SPECTRUM_RESULT = (
+    Detail(
+        "layers",
+        "array",
+        "per layer: eigenvalue count, log10 norms, stable rank and the power-law fit (α, its "
+        "KS distance D, x_min, tail size, σ, α̂, log α-norm) or the reason there is none",
+        per="layer",
+    ),
+    Detail("alpha_weighted", "number", "mean α̂ = α log10 λ_max"),
+    Detail("log_norm", "number", "mean log10 Σλ"),
+    Detail("log_spectral_norm", "number", "mean log10 λ_max"),
+    Detail("stable_rank", "number", "mean Σλ / λ_max"),
+    Detail("log_alpha_norm", "number", "mean log10 Σ λ^α"),
+    Detail("fitted_layers", "integer", "layers with a power-law fit"),
+    Detail("interpretation", "string", "how to read α"),
+)
+
+
 @measure(
     "complexity.weight_spectrum",
+    result=WEIGHT_SPECTRUM_RESULT,
     group="bounds",
     params=[
         Param(

@@ -40,6 +40,7 @@ from genscope.linalg.slq import spectral_density
 from genscope.linalg.trace import Estimate, frobenius, hutchinson, hutchpp
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import HIGHER_IS_BETTER, LOWER_IS_BETTER, Param, measure
+from genscope.measures.schema import Detail
 
 _HESSIAN_KEY = "curvature.hessian_operator"
 _GGN_KEY = "curvature.ggn_operator"
@@ -209,8 +210,50 @@ def _top(ctx: MeasureContext, params: dict[str, Any], kind: str, measure_id: str
 
 
 # --- measures --------------------------------------------------------------------------------
+OPERATOR = Detail(
+    "operator",
+    "object",
+    "the curvature operator: parameters, examples, chunking, dtype and product path",
+)
+CURVATURE_SAMPLE = Detail(
+    "sample",
+    "object",
+    "the Hessian sample (--hessian-samples) of the training set",
+    fields=(
+        Detail("size", "integer", "number of examples"),
+        Detail("whole_set", "boolean", "whether they are the whole training set, in order"),
+    ),
+)
+PATH = Detail("path", "string", "how the curvature-vector products are computed")
+NUM_HVP = Detail("num_hvp", "integer", "curvature-vector products used")
+EIG_RESULT = (
+    Detail(
+        "values",
+        "array",
+        "the eigenvalues found, largest first (loss units per parameter unit squared)",
+        per="eigenvalue",
+    ),
+    Detail("residuals", "array", "‖Av − λv‖ of each eigenpair", per="eigenvalue"),
+    Detail(
+        "relative_residuals",
+        "array",
+        "residuals divided by the operator's spectral scale",
+        per="eigenvalue",
+    ),
+    NUM_HVP,
+    Detail("converged", "boolean", "whether every eigenpair met the tolerance"),
+    Detail("tol", "number", "relative residual tolerance"),
+    Detail("lanczos_steps", "integer", "Lanczos steps taken"),
+    Detail("restarts", "integer", "thick restarts taken"),
+    CURVATURE_SAMPLE,
+    PATH,
+    OPERATOR,
+)
+
+
 @measure(
     "hessian.top_eigenvalues",
+    result=EIG_RESULT,
     group="hessian",
     params=[K_PARAM, TOL_PARAM, MAX_HVP_PARAM],
     direction=LOWER_IS_BETTER,
@@ -225,6 +268,7 @@ def hessian_top_eigenvalues(ctx: MeasureContext, params: dict[str, Any]) -> dict
 
 @measure(
     "ggn.top_eigenvalues",
+    result=EIG_RESULT,
     group="hessian",
     params=[K_PARAM, TOL_PARAM, MAX_HVP_PARAM],
     direction=LOWER_IS_BETTER,
@@ -237,8 +281,16 @@ def ggn_top_eigenvalues(ctx: MeasureContext, params: dict[str, Any]) -> dict[str
     return _top(ctx, params, "ggn", "ggn.top_eigenvalues")
 
 
+MIN_EIG_RESULT = (
+    *EIG_RESULT,
+    Detail("negative", "boolean", "whether λ_min < 0 (not a minimum along some direction)"),
+    Detail("ratio_to_spectral_norm", "number", "λ_min over the operator's spectral scale"),
+)
+
+
 @measure(
     "hessian.min_eigenvalue",
+    result=MIN_EIG_RESULT,
     group="hessian",
     params=[TOL_PARAM, MAX_HVP_PARAM],
     source=LANCZOS_SOURCE + "; smallest algebraic Ritz value (saddle diagnostics)",
@@ -265,8 +317,19 @@ def _trace_estimate(ctx: MeasureContext, method: str, budget: int) -> Estimate:
     return ctx.cache[key]
 
 
+TRACE_RESULT = (
+    Detail("stderr", "number", "standard error of the stochastic estimate"),
+    NUM_HVP,
+    Detail("method", "string", "the estimator (Hutch++ or Hutchinson)"),
+    CURVATURE_SAMPLE,
+    PATH,
+    OPERATOR,
+)
+
+
 @measure(
     "hessian.trace",
+    result=TRACE_RESULT,
     group="hessian",
     params=[
         Param("num_hvp", int, 99, "Hessian-vector products", min=3, max=100_000),
@@ -292,8 +355,18 @@ def hessian_trace(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
     }
 
 
+FROBENIUS_RESULT = (
+    Detail("stderr", "number", "standard error of the estimate of ‖H‖_F²"),
+    NUM_HVP,
+    Detail("method", "string", "the estimator"),
+    CURVATURE_SAMPLE,
+    PATH,
+)
+
+
 @measure(
     "hessian.frobenius",
+    result=FROBENIUS_RESULT,
     group="hessian",
     params=[Param("num_hvp", int, 30, "Hessian-vector products", min=2, max=100_000)],
     direction=LOWER_IS_BETTER,
@@ -354,8 +427,36 @@ def _density(ctx: MeasureContext, params: dict[str, Any], kind: str) -> dict[str
     }
 
 
+DENSITY_RESULT = (
+    Detail("grid", "array", "eigenvalue grid of the density", per="point"),
+    Detail(
+        "density", "array", "spectral density at each grid point (Gaussian-smoothed)", per="point"
+    ),
+    Detail("log10_density", "array", "log10 of the density (floored)", per="point"),
+    Detail("sigma2", "number", "variance of the smoothing kernel"),
+    Detail("sigma2_convention", "string", "how sigma2 is chosen (Ghorbani et al. 2019)"),
+    NUM_HVP,
+    Detail("steps", "array", "Lanczos steps of each probe", per="draw"),
+    Detail("reorthogonalization", "string", "the reorthogonalisation scheme"),
+    Detail("reorthogonalized_steps", "array", "steps reorthogonalised, per probe", per="draw"),
+    Detail("probes", "integer", "random probes"),
+    Detail("nodes", "array", "Ritz values (quadrature nodes) of each probe", per="draw"),
+    Detail("weights", "array", "quadrature weights of each probe", per="draw"),
+    Detail("lambda_min", "number", "smallest Ritz value"),
+    Detail("lambda_max", "number", "largest Ritz value"),
+    Detail(
+        "outliers",
+        "object",
+        "eigenvalues separated from the bulk: count, values, above/below, bulk edges, rule",
+    ),
+    CURVATURE_SAMPLE,
+    PATH,
+)
+
+
 @measure(
     "hessian.density",
+    result=DENSITY_RESULT,
     group="hessian",
     params=SLQ_PARAMS,
     source="Ghorbani, Krishnan & Xiao 2019; Ubaru, Chen & Saad 2017 (SLQ)",
@@ -369,6 +470,7 @@ def hessian_density(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, An
 
 @measure(
     "ggn.density",
+    result=DENSITY_RESULT,
     group="hessian",
     params=SLQ_PARAMS,
     source="Ghorbani et al. 2019 (SLQ); Papyan 2020 (GGN spectra)",
@@ -380,8 +482,35 @@ def ggn_density(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     return _density(ctx, params, "ggn")
 
 
+LAYER_SPECTRA_RESULT = (
+    Detail(
+        "layers",
+        "array",
+        "per layer block: top eigenvalue, residual, trace of its diagonal Hessian block",
+        per="layer",
+        fields=(
+            Detail("layer", "string", "the layer's name"),
+            Detail("params", "array", "its parameters", per="item"),
+            Detail("num_params", "integer", "their number"),
+            Detail("top_eigenvalue", "number", "largest eigenvalue of the block"),
+            Detail("residual", "number", "its residual"),
+            Detail("converged", "boolean", "whether it met the tolerance"),
+            Detail("trace", "number", "trace of the block (stochastic estimate)"),
+            Detail("trace_stderr", "number", "its standard error"),
+            Detail("trace_method", "string", "the trace estimator"),
+            NUM_HVP,
+            PATH,
+        ),
+    ),
+    NUM_HVP,
+    Detail("tol", "number", "relative residual tolerance"),
+    CURVATURE_SAMPLE,
+)
+
+
 @measure(
     "hessian.layer_spectra",
+    result=LAYER_SPECTRA_RESULT,
     group="hessian",
     params=[
         TOL_PARAM,
@@ -436,8 +565,25 @@ def hessian_layer_spectra(ctx: MeasureContext, params: dict[str, Any]) -> dict[s
     }
 
 
+STABILITY_RESULT = (
+    Detail("lambda_max", "number", "largest Hessian eigenvalue λ_max"),
+    Detail("largest_stable_lr", "number", "2 / λ_max, the largest linearly stable step size"),
+    Detail("lr", "number", "the step size tested (the lr parameter), if given"),
+    Detail("threshold", "number", "2 / lr: the λ_max above which lr is unstable"),
+    Detail("stable", "boolean", "whether λ_max ≤ 2 / lr"),
+    Detail("sharpness_ratio", "number", "lr · λ_max / 2 (≤ 1: stable)"),
+    CURVATURE_SAMPLE,
+    Detail("note", "string", "what the loss is"),
+    Detail("trace", "number", "tr(H), Hutch++ estimate"),
+    Detail("trace_stderr", "number", "its standard error"),
+    Detail("largest_lr_trace_condition", "number", "2 / tr(H) (Ma & Ying 2021 trace condition)"),
+    Detail("stable_trace", "boolean", "whether tr(H) ≤ 2 / lr"),
+)
+
+
 @measure(
     "stability.sgd",
+    result=STABILITY_RESULT,
     group="hessian",
     params=[
         Param(

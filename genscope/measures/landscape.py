@@ -16,6 +16,7 @@ import torch
 from genscope.errors import BadParameter, UnsupportedModel
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.schema import SAMPLE, Detail
 from genscope.measures.sharpness import build_objective, sample_block
 from genscope.measures.stats import finite_or_reason
 from genscope.perturb import FlatParams, ParamDict
@@ -89,8 +90,36 @@ def _directions(
     }
 
 
+DIRECTIONS = Detail(
+    "directions",
+    "object",
+    "the directions: kind; for Hessian eigen-directions also the eigenvalues, the sample and "
+    "the norm they were scaled to; for a plane the cosine between the two",
+    fields=(
+        Detail("kind", "string", "filter-normalized random, or top Hessian eigenvectors"),
+        Detail("computed_on", "string", "the sample the eigenvectors were computed on"),
+        Detail("eigenvalues", "array", "their eigenvalues", per="eigenvalue"),
+        Detail("scaled_to_norm", "number", "the norm each direction was scaled to"),
+        Detail("cosine", "number", "cosine between the two directions of a plane"),
+    ),
+)
+SLICE_1D_RESULT = (
+    Detail(
+        "alphas", "array", "step α along the direction, uniform on [-extent, extent]", per="point"
+    ),
+    Detail("loss", "array", "mean cross-entropy L(θ + α d) at each α", per="point"),
+    Detail("accuracy", "array", "training accuracy at each α", per="point"),
+    Detail("clean_loss", "number", "L(θ)"),
+    DIRECTIONS,
+    Detail("points", "integer", "grid points"),
+    Detail("num_forward", "integer", "forward passes used"),
+    SAMPLE,
+)
+
+
 @measure(
     "landscape.slice_1d",
+    result=SLICE_1D_RESULT,
     group="sharpness",
     params=[
         DIRECTION,
@@ -134,8 +163,22 @@ def slice_1d(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     return finite_or_reason(out, max(losses) - clean, "the largest loss rise")
 
 
+SLICE_2D_RESULT = (
+    Detail("alphas", "array", "steps α along the first direction", per="point"),
+    Detail("betas", "array", "steps β along the second direction", per="point"),
+    Detail("loss", "array", "loss[i][j] = L(θ + α_i δ + β_j η) (mean cross-entropy)", per="point"),
+    Detail("accuracy", "array", "accuracy[i][j] at (α_i, β_j)", per="point"),
+    Detail("clean_loss", "number", "L(θ)"),
+    DIRECTIONS,
+    Detail("points", "integer", "grid points per axis"),
+    Detail("num_forward", "integer", "forward passes used"),
+    SAMPLE,
+)
+
+
 @measure(
     "landscape.slice_2d",
+    result=SLICE_2D_RESULT,
     group="sharpness",
     params=[
         DIRECTION,
@@ -221,8 +264,23 @@ def _load_other(ctx: MeasureContext, path: str) -> tuple[ParamDict, dict[str, to
     return {k: theirs[k] for k in ours}, buffers
 
 
+INTERPOLATE_RESULT = (
+    Detail("t", "array", "interpolation coefficient t ∈ [0, 1] (0: this checkpoint)", per="point"),
+    Detail("loss", "array", "mean cross-entropy at θ(t) = (1 − t) θ + t θ_other", per="point"),
+    Detail("accuracy", "array", "accuracy at θ(t)", per="point"),
+    Detail("barrier_t", "number", "the t of the largest excess over the chord"),
+    Detail("accuracy_barrier", "number", "largest drop of accuracy below its chord"),
+    Detail("distance", "number", "‖θ − θ_other‖₂"),
+    Detail("other", "string", "the other checkpoint"),
+    Detail("buffers", "string", "how buffers (BatchNorm statistics) are treated"),
+    Detail("needs", "string", "the parameter that must be given when there is no value"),
+    SAMPLE,
+)
+
+
 @measure(
     "landscape.interpolate",
+    result=INTERPOLATE_RESULT,
     group="sharpness",
     params=[
         Param(

@@ -3,8 +3,8 @@
 * ``margin.output``: γ(x, y) = f(x)_y − max_{j≠y} f(x)_j on the logits, per training example
   (Bartlett, Foster & Telgarsky 2017, §2: the margin operator M(v, y) = v_y − max_{i≠y} v_i).
 * ``margin.all_layer``: the all-layer margin m_F of Wei & Ma (ICLR 2020, §2, eq. (2.1) and the
-  perturbed network above it) with the layer-function convention of measures.md, by a batched
-  minimum-norm solver (:func:`solve_all_layer`).
+  perturbed network above it) with the layer-function convention of measures.md, by the batched
+  minimum-norm solver of :mod:`genscope.all_layer`.
 * ``margin.normalized``: γ · n / (R_A · ‖X‖_F), R_A the spectral complexity of Bartlett et al.
   (2017, eq. 1.2), the normalisation of their Figure 1.
 * ``margin.hidden``: first-order margins at every layer-function output, normalised by the total
@@ -19,32 +19,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from genscope.all_layer import minimum_norm_flips, output_margins, solve_all_layer
 from genscope.errors import BadParameter, UnsupportedModel
 from genscope.graph import LayerGraph, affine_layers, homogeneity, layer_graph
 from genscope.measures.context import MeasureContext, Sample
 from genscope.measures.registry import HIGHER_IS_BETTER, Param, measure
+from genscope.measures.schema import LABELS, PER_CLASS, QUANTILE_FIELDS, QUANTILES, SAMPLE, Detail
 from genscope.measures.stats import QUANTILE_RULE, per_class, quantile_conventions, quantiles
 from genscope.norms import layer_norms, spectral_complexity
-
-Progress = Callable[[float, str], None]
-
-
-def output_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """f_y − max_{j≠y} f_j for each row; negative exactly when the example is misclassified
-    (ties count as misclassified: margin 0).
-
-    >>> output_margins(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
-    tensor([1.])
-    """
-    true = logits.gather(1, labels[:, None]).squeeze(1)
-    others = logits.scatter(1, labels[:, None], float("-inf"))
-    return true - others.max(dim=1).values
 
 
 def _sample_block(sample: Sample) -> dict[str, Any]:
@@ -54,11 +40,39 @@ def _sample_block(sample: Sample) -> dict[str, Any]:
 # --- margin.output ------------------------------------------------------------------------------
 
 
+MARGIN_VALUES = Detail(
+    "values",
+    "array",
+    "output margin f(x)_y − max_{j≠y} f(x)_j of each example (logit units; ≤ 0: misclassified)",
+    per="example",
+    labels="labels",
+)
+P10_FIELDS = (
+    Detail("quantile", "number", "the quantile q (0.1)"),
+    Detail("value", "number", "the q-quantile by linear interpolation (GenScope's rule)"),
+    Detail("rule", "string", "the interpolation rule of value"),
+    Detail("jiang", "number", "the ⌊qm⌋-th smallest value (Jiang et al. 2020)"),
+    Detail("jiang_rule", "string", "the rule of jiang"),
+)
+OUTPUT_RESULT = (
+    MARGIN_VALUES,
+    LABELS,
+    QUANTILES,
+    Detail("quantile_rule", "string", "how the quantiles are interpolated"),
+    Detail("p10", "object", "the 10th percentile by both conventions", fields=P10_FIELDS),
+    Detail("mean", "number", "mean output margin (logit units)"),
+    Detail("fraction_negative", "number", "fraction of examples with margin ≤ 0 (train error)"),
+    PER_CLASS,
+    SAMPLE,
+)
+
+
 @measure(
     "margin.output",
     group="margins",
     direction=HIGHER_IS_BETTER,
     source="Bartlett, Foster & Telgarsky 2017, §2 (margin operator)",
+    result=OUTPUT_RESULT,
 )
 def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     """Output margin f(x)_y − max_{j≠y} f(x)_j on the logits, per training example.
@@ -74,6 +88,7 @@ def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
     return {
         "value": q["p50"],
         "values": margins.double().cpu(),
+        "labels": ctx.y_train.cpu(),
         "quantiles": q,
         "quantile_rule": QUANTILE_RULE,
         "p10": quantile_conventions(margins, 0.1),
@@ -82,318 +97,6 @@ def margin_output(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
         "per_class": per_class(margins, ctx.y_train, ctx.num_classes),
         "sample": {"size": int(margins.numel()), "whole_set": True, "split": "train"},
     }
-
-
-# --- the all-layer margin solver ---------------------------------------------------------------
-
-
-@dataclass
-class AllLayerResult:
-    """Per-example all-layer margins and what the solver did.
-
-    Attributes:
-        values: m_F(x, y) per example (float64): 0 for misclassified examples, NaN where no
-            perturbation that flips the prediction could be found (counted in ``unconfirmed``).
-        correct: whether the example is correctly classified (margin > 0, ties misclassified).
-        confirmed: whether the re-run perturbed forward pass at the reported perturbation flips
-            the prediction (False for misclassified examples, whose value is 0 by definition).
-        shares: (n, points) share ‖δ_i‖² / ‖δ‖² of each perturbation point at the reported
-            perturbation (zeros for misclassified or unconfirmed examples).
-        iterations: solver iterations per example.
-        points: names of the perturbation points (``input`` first when included).
-        perturbations: the reported perturbations, flat (n, total size), when asked for.
-    """
-
-    values: torch.Tensor
-    correct: torch.Tensor
-    confirmed: torch.Tensor
-    shares: torch.Tensor
-    iterations: torch.Tensor
-    points: list[str]
-    perturbations: torch.Tensor | None = None
-
-    @property
-    def unconfirmed(self) -> int:
-        return int((self.correct & ~self.confirmed).sum())
-
-
-PerturbedForward = Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor]
-
-
-def perturbed_forward(graph: LayerGraph, input_layer: bool = False) -> PerturbedForward:
-    """F(x, δ) of Wei & Ma (2020, §2): h_i = f_i(h_{i−1}) + δ_i ‖h_{i−1}‖ at every layer-function
-    output; with ``input_layer`` a layer 0 perturbs the input, x ← x + δ_0 ‖x‖ (their §5)."""
-
-    if not input_layer:
-        return lambda x, deltas: graph(x, deltas)
-
-    def forward(x: torch.Tensor, deltas: list[torch.Tensor]) -> torch.Tensor:
-        norm = x.reshape(x.shape[0], -1).norm(dim=1)
-        x = x + deltas[0] * norm.reshape((-1,) + (1,) * (x.dim() - 1))
-        return graph(x, deltas[1:])
-
-    return forward
-
-
-def solve_all_layer(
-    graph: LayerGraph,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    patience: int = 5,
-    batch_size: int = 0,
-    overshoot: float = 0.01,
-    classes: int = 3,
-    input_layer: bool = False,
-    keep_perturbations: bool = False,
-    progress: Progress | None = None,
-) -> AllLayerResult:
-    """All-layer margins m_F(x, y) = min ‖δ‖ s.t. argmax F(x, δ) ≠ y (Wei & Ma 2020, eq. (2.1)),
-    for many examples at once, each with its own perturbation variables.
-
-    The solver linearises g_j(δ) = F_y − F_j at the current δ for the nearest of the top wrong
-    classes j (the multi-class step of DeepFool, Moosavi-Dezfooli et al. 2016). While the
-    iterate does not flip the prediction it steps to the linearised boundary {g_j = −κ},
-    κ = ``overshoot`` · g(0) (DeepFool from the current point); once it flips, it moves to the
-    projection of the origin onto that boundary, δ ← ((∇g_j·δ − g_j − κ) / ‖∇g_j‖²) ∇g_j, which
-    slides along the boundary towards smaller norms. The fixed points are the KKT points of
-    min ‖δ‖² s.t. g_j(δ) = −κ, and for a single affine layer the first step is exact. Every
-    iterate that flips the prediction is a candidate; the smallest is kept. An example stops when
-    its best norm changed by less than ``tol`` (relative) over ``patience`` iterations. The best
-    candidate is then shrunk along its ray by bisection to the boundary, and the perturbed forward
-    pass is re-run at the reported perturbation to confirm that the prediction flips.
-
-    Args:
-        graph: the model's :class:`~genscope.graph.LayerGraph`.
-        x, y: inputs and labels (on the model's device and dtype).
-        max_iter: iterations per example at most.
-        tol, patience: the stopping rule on the relative change of the best norm.
-        batch_size: examples optimised together; 0 picks it from the perturbation size.
-        overshoot: the linearised target margin −κ as a fraction of the clean margin.
-        input_layer: include the input as layer 0 (robust all-layer margin).
-        keep_perturbations: return the reported perturbations (flat, on the CPU).
-        progress: called with (fraction done, message).
-
-    Returns:
-        An :class:`AllLayerResult`.
-    """
-    forward = perturbed_forward(graph, input_layer)
-    shapes = [tuple(x.shape[1:])] if input_layer else []
-    shapes += [layer.output_shape for layer in graph.layers]
-    points = (["input"] if input_layer else []) + graph.points
-    return minimum_norm_flips(
-        forward,
-        x,
-        y,
-        shapes,
-        points,
-        max_iter=max_iter,
-        tol=tol,
-        patience=patience,
-        batch_size=batch_size,
-        overshoot=overshoot,
-        classes=classes,
-        keep_perturbations=keep_perturbations,
-        progress=progress,
-    )
-
-
-def minimum_norm_flips(
-    forward: PerturbedForward,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    shapes: list[tuple[int, ...]],
-    points: list[str],
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    patience: int = 5,
-    batch_size: int = 0,
-    overshoot: float = 0.01,
-    classes: int = 3,
-    keep_perturbations: bool = False,
-    progress: Progress | None = None,
-) -> AllLayerResult:
-    """min ‖δ‖ s.t. argmax forward(x, δ) ≠ y for perturbations δ of the given ``shapes``: the
-    solver behind :func:`solve_all_layer` (see there), for any perturbed forward pass."""
-    sizes = [math.prod(s) for s in shapes]
-    total = sum(sizes)
-    n = x.shape[0]
-    if batch_size <= 0:
-        batch_size = int(min(4096, max(32, (1 << 24) // max(total, 1))))
-    values = torch.zeros(n, dtype=torch.float64)
-    correct = torch.zeros(n, dtype=torch.bool)
-    confirmed = torch.zeros(n, dtype=torch.bool)
-    shares = torch.zeros((n, len(shapes)), dtype=torch.float64)
-    iterations = torch.zeros(n, dtype=torch.long)
-    kept = torch.zeros((n, total), dtype=torch.float64) if keep_perturbations else None
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        chunk = _Chunk(forward, x[start:stop], y[start:stop], shapes, sizes)
-        chunk.solve(max_iter, tol, patience, overshoot, classes)
-        v, c, ok, sh, it, final = chunk.finish()
-        if kept is not None:
-            kept[start:stop] = final
-        values[start:stop], correct[start:stop], confirmed[start:stop] = v, c, ok
-        shares[start:stop], iterations[start:stop] = sh, it
-        if progress is not None:
-            progress(stop / n, f"{stop}/{n} examples")
-    return AllLayerResult(values, correct, confirmed, shares, iterations, points, kept)
-
-
-class _Chunk:
-    """The solver state of one batch of examples: flat perturbations D of shape (B, P)."""
-
-    def __init__(
-        self,
-        forward: PerturbedForward,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        shapes: list[tuple[int, ...]],
-        sizes: list[int],
-    ) -> None:
-        self.forward, self.x, self.y, self.shapes, self.sizes = forward, x, y, shapes, sizes
-        b, p = x.shape[0], sum(sizes)
-        self.delta = x.new_zeros((b, p))
-        self.best = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
-        self.best_delta = x.new_zeros((b, p))
-        self.iterations = torch.zeros(b, dtype=torch.long, device=x.device)
-        with torch.no_grad():
-            self.margin0 = output_margins(self.logits(x, self.delta), y)
-        self.correct = self.margin0 > 0
-
-    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        parts = torch.split(flat, self.sizes, dim=1)
-        return [p.reshape((flat.shape[0], *s)) for p, s in zip(parts, self.shapes, strict=True)]
-
-    def logits(self, x: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        return self.forward(x, self.split(flat))
-
-    @staticmethod
-    def _step(
-        logits: torch.Tensor,
-        y: torch.Tensor,
-        d: torch.Tensor,
-        kappa: torch.Tensor,
-        classes: int,
-        origin: torch.Tensor,
-    ) -> torch.Tensor:
-        """The next iterate, for the nearest of the ``classes`` top wrong classes j
-        (g_j = F_y − F_j, DeepFool's choice) linearised at δ: where ``origin`` (the iterate
-        flips), the projection of the origin onto {g_j = −κ}, which slides along the boundary
-        towards smaller norms; elsewhere the projection of δ itself (a DeepFool step), which
-        approaches the boundary without the two-cycles that projecting the origin can fall
-        into across ReLU regions."""
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        wrong = logits.detach().scatter(1, y[:, None], float("-inf"))
-        k = min(classes, logits.shape[1] - 1)
-        top = wrong.topk(k, dim=1).indices
-        best_step, best_dist = None, None
-        for c in range(k):
-            g = true - logits.gather(1, top[:, c : c + 1]).squeeze(1)
-            (grad,) = torch.autograd.grad(g.sum(), d, retain_graph=c < k - 1)
-            with torch.no_grad():
-                g = g.detach()
-                gg = (grad * grad).sum(1).clamp_min(torch.finfo(grad.dtype).tiny)
-                from_origin = ((grad * d).sum(1) - g - kappa) / gg
-                from_here = -(g + kappa) / gg
-                coef = torch.where(origin, from_origin, from_here)
-                dist = coef.abs() * gg.sqrt()
-                step = coef[:, None] * grad + torch.where(origin, 0.0, 1.0)[:, None] * d
-                if best_step is None or best_dist is None:
-                    best_step, best_dist = step, dist
-                else:
-                    closer = dist < best_dist
-                    best_step = torch.where(closer[:, None], step, best_step)
-                    best_dist = torch.where(closer, dist, best_dist)
-        assert best_step is not None
-        return best_step
-
-    def solve(
-        self, max_iter: int, tol: float, patience: int, overshoot: float, classes: int
-    ) -> None:
-        active = self.correct.clone()
-        reference = self.best.clone()
-        stall = torch.zeros_like(self.iterations)
-        for _ in range(max_iter):
-            idx = active.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            x, y = self.x[idx], self.y[idx]
-            d = self.delta[idx].detach().requires_grad_(True)
-            kappa = overshoot * self.margin0[idx]
-            with torch.enable_grad():
-                logits = self.logits(x, d)
-                g = output_margins(logits, y)
-                flips = output_margins(logits.detach(), y) <= 0
-                step = self._step(logits, y, d, kappa, classes, flips)
-            with torch.no_grad():
-                d = d.detach()
-                g = g.detach()
-                self.iterations[idx] += 1
-                norm = d.norm(dim=1)
-                better = (g <= 0) & (norm < self.best[idx])
-                if bool(better.any()):
-                    self.best[idx[better]] = norm[better]
-                    self.best_delta[idx[better]] = d[better]
-                self.delta[idx] = step
-                best = self.best[idx]
-                moved = ~(reference[idx] - best <= tol * best)
-                reference[idx[moved]] = best[moved]
-                stall[idx] = torch.where(moved, torch.zeros_like(stall[idx]), stall[idx] + 1)
-                done = torch.isfinite(best) & (stall[idx] >= patience)
-                active[idx[done]] = False
-
-    @torch.no_grad()
-    def finish(self) -> tuple[torch.Tensor, ...]:
-        """Shrink each best perturbation along its ray to the boundary, re-run the perturbed pass
-        there and confirm the flip; examples without a candidate try the last iterate scaled up."""
-        missing = self.correct & ~torch.isfinite(self.best)
-        if bool(missing.any()):
-            idx = missing.nonzero().squeeze(1)
-            for factor in (1.0, 1.5, 2.0, 4.0, 8.0, 16.0):
-                d = self.delta[idx] * factor
-                flips = output_margins(self.logits(self.x[idx], d), self.y[idx]) <= 0
-                found = idx[flips]
-                self.best_delta[found] = d[flips]
-                self.best[found] = d[flips].norm(dim=1)
-                idx = idx[~flips]
-                if idx.numel() == 0:
-                    break
-        has = self.correct & torch.isfinite(self.best)
-        idx = has.nonzero().squeeze(1)
-        values = torch.zeros_like(self.best, dtype=torch.float64)
-        confirmed = torch.zeros_like(self.correct)
-        shares = torch.zeros((self.x.shape[0], len(self.sizes)), dtype=torch.float64)
-        reported = torch.zeros((self.x.shape[0], sum(self.sizes)), dtype=torch.float64)
-        if idx.numel():
-            x, y, d = self.x[idx], self.y[idx], self.best_delta[idx]
-            lo = torch.zeros(idx.numel(), dtype=d.dtype, device=d.device)
-            hi = torch.ones_like(lo)
-            for _ in range(20):
-                mid = (lo + hi) / 2
-                flips = output_margins(self.logits(x, d * mid[:, None]), y) <= 0
-                hi = torch.where(flips, mid, hi)
-                lo = torch.where(flips, lo, mid)
-            final = d * hi[:, None]
-            flips = output_margins(self.logits(x, final), y) <= 0
-            confirmed[idx] = flips
-            reported[idx.cpu()] = final.double().cpu()
-            values[idx] = final.norm(dim=1).double()
-            parts = torch.split(final.double() ** 2, self.sizes, dim=1)
-            sq = torch.stack([p.sum(1) for p in parts], dim=1)
-            shares[idx.cpu()] = (sq / sq.sum(1, keepdim=True).clamp_min(1e-300)).cpu()
-        values[self.correct & ~confirmed] = math.nan
-        return (
-            values.cpu(),
-            self.correct.cpu(),
-            confirmed.cpu(),
-            shares,
-            self.iterations.cpu(),
-            reported,
-        )
 
 
 # --- parameters ---------------------------------------------------------------------------
@@ -506,10 +209,64 @@ def _loads(points: list[str], shares: torch.Tensor, ok: torch.Tensor) -> list[di
     return [{"point": name, "mean_share": float(v)} for name, v in zip(points, mean, strict=True)]
 
 
+LOADS = Detail(
+    "loads",
+    "array",
+    "per perturbation point: mean share ‖δ_i‖² / ‖δ‖² at the optimum (where the net is fragile)",
+    per="layer",
+    fields=(
+        Detail("point", "string", "the perturbation point (layer-function output or input)"),
+        Detail("mean_share", "number", "mean share of ‖δ‖² over the confirmed examples"),
+    ),
+)
+ALL_LAYER_RESULT = (
+    Detail(
+        "values",
+        "array",
+        "all-layer margin m_F(x, y) of each example (Wei & Ma 2020, eq. (2.1); norm of the "
+        "relative perturbation δ): 0 if misclassified, null where no flip was confirmed",
+        per="example",
+        labels="labels",
+    ),
+    LABELS,
+    QUANTILES,
+    Detail("mean", "number", "mean of the finite m_F"),
+    Detail("mean_inverse_square", "number", "mean of 1/m_F² over the confirmed correct examples"),
+    Detail("fraction_misclassified", "number", "fraction of the sample misclassified (m_F = 0)"),
+    Detail("unconfirmed", "integer", "correct examples whose flip could not be confirmed"),
+    Detail(
+        "points",
+        "array",
+        "the perturbation points, in forward order",
+        per="layer",
+        fields=(
+            Detail("name", "string", "the layer function's name"),
+            Detail("kind", "string", "its affine kind (linear, conv...)"),
+            Detail("after", "array", "the operations it includes", per="item"),
+            Detail("shape", "array", "its output shape per example", per="item"),
+        ),
+    ),
+    LOADS,
+    PER_CLASS,
+    Detail(
+        "solver",
+        "object",
+        "what the minimum-norm solver did",
+        fields=(
+            Detail("iterations_mean", "number", "mean solver iterations per correct example"),
+            Detail("iterations_max", "integer", "most iterations of one example"),
+            Detail("method", "string", "the solver's method in words"),
+        ),
+    ),
+    SAMPLE,
+)
+
+
 @measure(
     "margin.all_layer",
     group="margins",
     params=ALL_LAYER_PARAMS,
+    result=ALL_LAYER_RESULT,
     direction=HIGHER_IS_BETTER,
     source="Wei & Ma 2020 (ICLR), §2, eq. (2.1); convention of measures.md",
     cost="moderate",
@@ -533,6 +290,7 @@ def margin_all_layer(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
     return {
         "value": q["p50"],
         "values": values,
+        "labels": sample.y.cpu(),
         "quantiles": q,
         "mean": float(values[torch.isfinite(values)].mean()) if values.numel() else None,
         "mean_inverse_square": float(inv),
@@ -563,10 +321,36 @@ def model_norms(ctx: MeasureContext) -> list[Any]:
     return ctx.cache["layer_norms"]
 
 
+NORMALIZED_RESULT = (
+    Detail(
+        "values",
+        "array",
+        "normalised margin γ · n / (R_A ‖X‖_F) of each example (Bartlett et al. 2017, Fig. 1)",
+        per="example",
+        labels="labels",
+    ),
+    LABELS,
+    QUANTILES,
+    PER_CLASS,
+    Detail("spectral_complexity", "number", "R_A of Bartlett et al. 2017, eq. (1.2)"),
+    Detail("log_spectral_complexity", "number", "ln R_A"),
+    Detail("data_norm", "number", "‖X‖_F of the training inputs"),
+    Detail(
+        "layers",
+        "array",
+        "operator norms of each affine layer (BatchNorm folded): spectral, Frobenius, l1, l21",
+        per="layer",
+    ),
+    Detail("conventions", "object", "the conventions of R_A (biases, BatchNorm, conv norms)"),
+    SAMPLE,
+)
+
+
 @measure(
     "margin.normalized",
     group="margins",
     direction=HIGHER_IS_BETTER,
+    result=NORMALIZED_RESULT,
     source="Bartlett, Foster & Telgarsky 2017, eq. (1.2) and Figure 1",
     cost="cheap",
     requires=["functional"],
@@ -590,6 +374,7 @@ def margin_normalized(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, 
     return {
         "value": q["p50"],
         "values": values,
+        "labels": ctx.y_train.cpu(),
         "quantiles": q,
         "per_class": per_class(values, ctx.y_train, ctx.num_classes),
         "spectral_complexity": math.exp(log_ra) if math.isfinite(log_ra) else None,
@@ -674,10 +459,56 @@ def signature(values: torch.Tensor) -> dict[str, float | None]:
     }
 
 
+SIGNATURE_FIELDS = (
+    Detail("q1", "number", "first quartile of the normalised margins"),
+    Detail("q2", "number", "median"),
+    Detail("q3", "number", "third quartile"),
+    Detail("upper_fence", "number", "Q3 + 1.5 IQR"),
+    Detail("lower_fence", "number", "Q1 − 1.5 IQR"),
+)
+HIDDEN_RESULT = (
+    Detail("headline_point", "string", "the point whose median is the value"),
+    Detail(
+        "layers",
+        "array",
+        "per point (input first): total variation, signature, raw quantiles",
+        per="layer",
+        fields=(
+            Detail("point", "string", "the point's name"),
+            Detail("total_variation", "number", "ν(h) = sqrt(Σ_k Var h_k) (Jiang et al. 2019)"),
+            Detail(
+                "signature",
+                "object",
+                "quartile signature of the normalised margins",
+                fields=SIGNATURE_FIELDS,
+            ),
+            Detail(
+                "raw_quantiles",
+                "object",
+                "quantiles of the margins before normalisation",
+                fields=QUANTILE_FIELDS,
+            ),
+        ),
+    ),
+    Detail(
+        "values",
+        "array",
+        "normalised first-order margin d̂ of each example (rows) at each point (columns, as "
+        "points), Jiang et al. 2019, eqs. (3)-(4)",
+        per="example",
+        labels="labels",
+    ),
+    LABELS,
+    Detail("points", "array", "names of the points, input first", per="layer"),
+    SAMPLE,
+)
+
+
 @measure(
     "margin.hidden",
     group="margins",
     direction=HIGHER_IS_BETTER,
+    result=HIDDEN_RESULT,
     source="Jiang, Krishnan, Mobahi & Bengio 2019 (ICLR), eqs. (3)-(4), §3.2",
     cost="moderate",
     requires=["functional"],
@@ -710,6 +541,7 @@ def margin_hidden(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
         "headline_point": out["points"][head],
         "layers": layers,
         "values": normalized,
+        "labels": ctx.y_train.cpu(),
         "points": out["points"],
         "sample": {"size": int(margins.shape[0]), "whole_set": True, "split": "train"},
     }
@@ -725,28 +557,61 @@ def homogeneous_margins(
     ``q_bar_min`` and ``q_bar2_min``).
 
     q_n / ‖θ‖^L for every example (sorted ascending: the lexicographic view of Nacson et al.
-    2019), the normalised margin q_min / ‖θ‖^L, and q_min / Π_l ‖θ_l‖ with θ_l the weights of
-    affine layer l. The first is invariant to θ → cθ; the second also to layer-wise rescaling
-    (W_l · c, W_{l+1} / c), which leaves the function unchanged but changes ‖θ‖.
+    2019; ``order`` holds the examples' indices in that order), the normalised margin
+    q_min / ‖θ‖^L, and q_min / Π_l ‖θ_l‖ with θ_l the weights of affine layer l. The first is
+    invariant to θ → cθ; the second also to layer-wise rescaling (W_l · c, W_{l+1} / c), which
+    leaves the function unchanged but changes ‖θ‖.
     """
     q = margins.double().cpu()
     log_rho = 0.5 * math.log(sum(float(v.double().pow(2).sum()) for v in params.values()))
     log_prod = sum(math.log(float(params[w].double().norm())) for w in layer_weights)
-    sorted_values = torch.sort(q).values * math.exp(-degree * log_rho)
+    ordered = torch.sort(q)
+    sorted_values = ordered.values * math.exp(-degree * log_rho)
     q_min = float(q.min()) if q.numel() else math.nan
     return {
         "value": q_min * math.exp(-degree * log_rho),
         "layerwise": q_min * math.exp(-log_prod),
         "sorted": sorted_values,
+        "order": ordered.indices,
         "parameter_norm": math.exp(log_rho),
         "degree": degree,
     }
+
+
+HOMOGENEOUS_RESULT = (
+    Detail("homogeneous", "boolean", "whether the network is detected as positively homogeneous"),
+    Detail("degree", "integer", "its degree L (number of affine layers)"),
+    Detail("parameter_norm", "number", "‖θ‖₂ over all parameters"),
+    Detail(
+        "normalized_layerwise",
+        "number",
+        "q_min / Π_l ‖W_l‖ (invariant to layer-wise rescaling); null if not every layer counted",
+    ),
+    Detail(
+        "sorted_values",
+        "array",
+        "q_n / ‖θ‖^L of every example, ascending (Nacson et al. 2019); labels in the same order",
+        per="example",
+        labels="labels",
+    ),
+    Detail(
+        "labels",
+        "array",
+        "class label of each example, in the (sorted) order of sorted_values; the split is "
+        "sample.split",
+        per="example",
+    ),
+    QUANTILES,
+    Detail("fraction_negative", "number", "fraction of examples with margin ≤ 0"),
+    SAMPLE,
+)
 
 
 @measure(
     "margin.homogeneous",
     group="margins",
     direction=HIGHER_IS_BETTER,
+    result=HOMOGENEOUS_RESULT,
     source="Lyu & Li 2020 (ICLR), §3 (normalized margin); Nacson et al. 2019 (ICML)",
     cost="cheap",
 )
@@ -774,6 +639,7 @@ def margin_homogeneous(ctx: MeasureContext, params: dict[str, Any]) -> dict[str,
         "parameter_norm": out["parameter_norm"],
         "normalized_layerwise": out["layerwise"] if len(weights) == h.degree else None,
         "sorted_values": out["sorted"],
+        "labels": ctx.y_train.cpu()[out["order"]],
         "quantiles": quantiles(out["sorted"]),
         "fraction_negative": float((margins <= 0).double().mean()),
         "sample": {"size": int(margins.numel()), "whole_set": True, "split": "train"},
@@ -911,10 +777,89 @@ def _linf_attack(
     return found
 
 
+ROBUST_RESULT = (
+    Detail(
+        "classes",
+        "object",
+        "which competing classes were attacked and what the radius is",
+        fields=(
+            Detail("attacked", "integer", "competing classes attacked per example"),
+            Detail("of", "integer", "competing classes there are"),
+            Detail("rule", "string", "which ones"),
+            Detail("radius", "string", "what the radius is (exact or an upper bound)"),
+        ),
+    ),
+    Detail(
+        "l2",
+        "object",
+        "smallest L2 input perturbation ‖η‖₂ that flips each example",
+        fields=(
+            Detail(
+                "values",
+                "array",
+                "the L2 radius of each example (input units; 0 if misclassified)",
+                per="example",
+                labels="labels",
+            ),
+            QUANTILES,
+            Detail("unconfirmed", "integer", "correct examples without a confirmed flip"),
+        ),
+    ),
+    Detail(
+        "linf",
+        "object",
+        "smallest L∞ radius that flips each example (bisection with PGD)",
+        fields=(
+            Detail(
+                "values",
+                "array",
+                "the L∞ radius of each example (input units; 0 if misclassified)",
+                per="example",
+                labels="labels",
+            ),
+            QUANTILES,
+            Detail("unconfirmed", "integer", "correct examples without a confirmed flip"),
+            Detail("resolution", "number", "width of the bisection interval left"),
+        ),
+    ),
+    LABELS,
+    Detail(
+        "robust_accuracy",
+        "array",
+        "fraction of examples whose radius exceeds each eps",
+        per="point",
+        fields=(
+            Detail("eps", "number", "the radius"),
+            Detail("l2", "number", "robust accuracy at L2 radius eps"),
+            Detail("linf", "number", "robust accuracy at L∞ radius eps"),
+        ),
+    ),
+    SAMPLE,
+    Detail(
+        "all_layer",
+        "object",
+        "robust all-layer margin, the input as layer 0 (Wei & Ma 2020, §5)",
+        fields=(
+            Detail(
+                "values",
+                "array",
+                "robust all-layer margin of each example (0 if misclassified)",
+                per="example",
+                labels="labels",
+            ),
+            QUANTILES,
+            Detail("unconfirmed", "integer", "correct examples without a confirmed flip"),
+            LOADS,
+        ),
+    ),
+)
+
+
 @measure(
     "margin.robust",
     group="margins",
     params=ROBUST_PARAMS,
+    result=ROBUST_RESULT,
     direction=HIGHER_IS_BETTER,
     source="Wei & Ma 2020 (ICLR), §5 (robust all-layer margin); Madry et al. 2018 (PGD)",
     cost="expensive",
@@ -985,6 +930,7 @@ def margin_robust(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
             "unconfirmed": int((l2.correct & ~linf_ok).sum()),
             "resolution": resolution,
         },
+        "labels": sample.y.cpu(),
         "robust_accuracy": [
             {
                 "eps": e,

@@ -27,6 +27,7 @@ from genscope.errors import UnsupportedModel
 from genscope.features import Classifier, FeatureExtractor, penultimate_features
 from genscope.measures.context import MeasureContext
 from genscope.measures.registry import HIGHER_IS_BETTER, Param, measure
+from genscope.measures.schema import QUANTILE_FIELDS, SAMPLE, Detail
 from genscope.measures.stats import quantiles
 
 NC_SAMPLES = Param(
@@ -236,8 +237,38 @@ _NC_DIRECTION_NOTE = (
 )
 
 
+CLASSIFIER = Detail(
+    "classifier",
+    "object",
+    "the last affine layer, whose input are the penultimate features",
+    fields=(
+        Detail("layer", "string", "its name"),
+        Detail("kind", "string", "its kind"),
+        Detail("bias", "boolean", "whether it has a bias"),
+        Detail("output_is_logits", "boolean", "whether its output is the model's logits"),
+    ),
+)
+NC_COMMON = (
+    Detail("classes", "integer", "classes present in the sample"),
+    CLASSIFIER,
+    SAMPLE,
+    Detail("direction_note", "string", "why no direction is declared"),
+)
+NC1_RESULT = (
+    Detail("truncated", "number", "NC1 with Σ_B's pseudo-inverse truncated to its rank"),
+    Detail("trace_ratio", "number", "tr(Σ_W) / tr(Σ_B)"),
+    Detail("trace_sigma_w", "number", "tr(Σ_W), within-class covariance"),
+    Detail("trace_sigma_b", "number", "tr(Σ_B), between-class covariance"),
+    Detail("rank_sigma_b", "integer", "numerical rank of Σ_B"),
+    Detail("feature_dim", "integer", "dimension of the penultimate features"),
+    Detail("class_counts", "array", "examples of each class in the sample", per="class"),
+    *NC_COMMON,
+)
+
+
 @measure(
     "collapse.nc1",
+    result=NC1_RESULT,
     group="representation",
     params=[NC_SAMPLES],
     direction=None,
@@ -265,8 +296,26 @@ def collapse_nc1(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+GEOMETRY_FIELDS = (
+    Detail("equinorm", "number", "std / mean of the norms (0: equal norms)"),
+    Detail("equiangular", "number", "std of the pairwise cosines (0: equal angles)"),
+    Detail("max_angle", "number", "mean |cos + 1/(C − 1)| (0: maximally separated)"),
+)
+NC2_RESULT = (
+    Detail("classifier_etf_distance", "number", "ETF distance of the classifier's rows"),
+    Detail(
+        "means_geometry", "object", "geometry of the centred class means", fields=GEOMETRY_FIELDS
+    ),
+    Detail(
+        "classifier_geometry", "object", "geometry of the classifier rows", fields=GEOMETRY_FIELDS
+    ),
+    *NC_COMMON,
+)
+
+
 @measure(
     "collapse.nc2",
+    result=NC2_RESULT,
     group="representation",
     params=[NC_SAMPLES],
     direction=None,
@@ -293,8 +342,15 @@ def collapse_nc2(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NC3_RESULT = (
+    Detail("self_duality_sq", "number", "‖W/‖W‖_F − M/‖M‖_F‖_F² (Papyan et al. Fig. 5)"),
+    *NC_COMMON,
+)
+
+
 @measure(
     "collapse.nc3",
+    result=NC3_RESULT,
     group="representation",
     params=[NC_SAMPLES],
     direction=None,
@@ -319,8 +375,15 @@ def collapse_nc3(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+NC4_RESULT = (
+    Detail("agreement", "number", "fraction where the nearest class centre agrees with the net"),
+    *NC_COMMON,
+)
+
+
 @measure(
     "collapse.nc4",
+    result=NC4_RESULT,
     group="representation",
     params=[NC_SAMPLES],
     direction=None,
@@ -370,8 +433,38 @@ def coherence_from_sums(sum_sq_of_sum: float, sum_of_sq: float, m: int) -> dict[
     return {"alpha": alpha, "m_coherence": m * alpha}
 
 
+COHERENCE_RESULT = (
+    Detail("alpha", "number", "α = ‖Σ_i g_i‖² / (m Σ_i ‖g_i‖²) (Chatterjee & Zielinski 2020)"),
+    Detail("m", "integer", "examples in the sample"),
+    Detail("alpha_orthogonal", "number", "1/m: α of mutually orthogonal gradients"),
+    Detail("definition", "string", "the definition"),
+    Detail("mean_gradient_norm_sq", "number", "‖(1/m) Σ_i g_i‖²"),
+    Detail(
+        "per_example_gradient_norm",
+        "object",
+        "quantiles of ‖g_i‖ over the sample",
+        fields=QUANTILE_FIELDS,
+    ),
+    Detail(
+        "per_parameter",
+        "array",
+        "α and m-coherence of each parameter tensor",
+        per="item",
+        fields=(
+            Detail("name", "string", "the parameter"),
+            Detail("numel", "integer", "its size"),
+            Detail("alpha", "number", "its α"),
+            Detail("m_coherence", "number", "its m-coherence"),
+        ),
+    ),
+    Detail("chunk_size", "integer", "examples per Jacobian chunk"),
+    SAMPLE,
+)
+
+
 @measure(
     "coherence.m",
+    result=COHERENCE_RESULT,
     group="representation",
     params=[
         Param("samples", int, 512, "m: training examples in the sample", min=2, max=100_000),
@@ -516,8 +609,32 @@ def ntk_gram(
     return gram, {"jacobian_passes": passes, "chunks": len(starts), "chunk_size": chunk_size}
 
 
+NTK_RESULT = (
+    Detail("kernel", "string", "the Gram matrix's definition"),
+    Detail("logits", "integer", "number of logits summed over"),
+    Detail(
+        "eigenvalues",
+        "array",
+        "eigenvalues of the n × n NTK Gram matrix, largest first",
+        per="eigenvalue",
+    ),
+    Detail("lambda_max", "number", "largest eigenvalue"),
+    Detail("lambda_min", "number", "smallest eigenvalue"),
+    Detail("lambda_min_mean_over_logits", "number", "λ_min divided by the number of logits"),
+    Detail("condition_number", "number", "λ_max / λ_min (null if λ_min ≤ 0)"),
+    Detail("condition_reason", "string", "why condition_number is null"),
+    Detail("trace", "number", "trace of the Gram matrix"),
+    Detail("num_params", "integer", "parameters of the model"),
+    Detail("jacobian_passes", "integer", "Jacobian computations"),
+    Detail("chunks", "integer", "chunks of examples"),
+    Detail("chunk_size", "integer", "examples per chunk"),
+    SAMPLE,
+)
+
+
 @measure(
     "ntk.spectrum",
+    result=NTK_RESULT,
     group="representation",
     params=[
         Param("samples", int, 256, "training examples in the Gram matrix", min=2, max=4096),
@@ -618,8 +735,31 @@ def relu_activity(
     return layers
 
 
+SPARSITY_RESULT = (
+    Detail(
+        "layers",
+        "array",
+        "per ReLU application: units, active fraction, dead units (and channels for conv)",
+        per="layer",
+        fields=(
+            Detail("name", "string", "the ReLU application"),
+            Detail("shape", "array", "its output shape per example", per="item"),
+            Detail("units", "integer", "units"),
+            Detail("active_fraction", "number", "fraction of (example, unit) pairs > 0"),
+            Detail("dead_units", "integer", "units never > 0 on the sample"),
+            Detail("dead_fraction", "number", "fraction of dead units"),
+            Detail("dead_channels", "integer", "channels never > 0 (conv layers)"),
+        ),
+    ),
+    Detail("units", "integer", "ReLU units in all"),
+    Detail("dead_units", "integer", "dead units in all"),
+    SAMPLE,
+)
+
+
 @measure(
     "activations.sparsity",
+    result=SPARSITY_RESULT,
     group="representation",
     params=[Param("samples", int, 10_000, "training examples", min=1, max=10_000_000)],
     direction=None,

@@ -8,7 +8,12 @@ checks every result against its measure's schema (:func:`check_details`), and th
 only declared fields.
 
 The keys every result may carry whatever the measure (``reason``, ``oom_retry``...) are declared
-once, in :data:`COMMON`.
+once, in :data:`COMMON`; pieces several measures share (the sample block, quantiles, per-class
+rows, labels, a radius sweep) are constants here.
+
+Schemas are written as literal expressions only (``Detail(...)`` calls with literal arguments,
+tuples of them and module-level constants bound to such expressions), so that a reader can
+evaluate them without importing the measures (or torch).
 
 >>> schema = (Detail("values", "array", per="example", labels="labels"),
 ...           Detail("labels", "array", per="example"))
@@ -16,6 +21,13 @@ once, in :data:`COMMON`.
 []
 >>> check_details("m", schema, {"values": [0.5], "labels": [0, 1], "extra": 1})
 ['m.values has 1 entries per example but m.labels has 2', 'm.extra is not declared']
+
+A per-example array inside an object finds its labels in the object or in an enclosing one:
+
+>>> nested = (Detail("l2", "object", fields=(Detail("values", "array", per="example",
+...           labels="labels"),)), Detail("labels", "array", per="example"))
+>>> check_details("m", nested, {"l2": {"values": [1.0, 2.0]}, "labels": [0, 1]})
+[]
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ AXES = (
     "eigenvalue",  # one entry per eigenvalue found
     "point",  # one entry per grid point (a curve's abscissa or a landscape's coordinates)
     "draw",  # one entry per random draw (probe, direction, noise sample)
+    "batch",  # one entry per batch of the sample (m-sharpness)
     "item",  # a list whose entries are the declared ``fields`` (any other index)
 )
 
@@ -78,12 +91,97 @@ class Detail:
         return out
 
 
+class SchemaDeparture(ValueError):
+    """A measure's result departs from its declared schema (raised in strict mode)."""
+
+
 #: Keys any result may carry, written by the orchestrator or by shared helpers.
 COMMON: tuple[Detail, ...] = (
     Detail("reason", "string", "why the value is null (skipped, not finite, not defined)"),
     Detail("form", "string", "the model form a skipped measure was given (registry FORMS)"),
-    Detail("oom_retry", "object", "out-of-memory retries: chunk size used, sizes that failed"),
+    Detail(
+        "oom_retry",
+        "object",
+        "out-of-memory retries: the chunk size that worked, the sizes that failed",
+        fields=(
+            Detail("chunk_size", "integer", "examples per forward pass that worked"),
+            Detail("failed_chunk_sizes", "array", "chunk sizes that ran out of memory", per="item"),
+        ),
+    ),
     Detail("notes", "array", "remarks on how the value was obtained", per="item"),
+    Detail(
+        "schema_problems",
+        "array",
+        "how the result departs from its declared schema (a conforming result has no such key)",
+        per="item",
+    ),
+)
+
+# --- shared pieces -------------------------------------------------------------------------------
+
+QUANTILE_FIELDS: tuple[Detail, ...] = (
+    Detail("p10", "number", "10th percentile"),
+    Detail("p25", "number", "25th percentile (first quartile)"),
+    Detail("p50", "number", "median"),
+    Detail("p75", "number", "75th percentile (third quartile)"),
+    Detail("p90", "number", "90th percentile"),
+)
+#: p10…p90 of the finite per-example values, linear interpolation (numpy's default).
+QUANTILES = Detail(
+    "quantiles",
+    "object",
+    "p10, p25, p50, p75, p90 of the finite values (linear interpolation, Hyndman & Fan type 7)",
+    fields=QUANTILE_FIELDS,
+)
+SAMPLE_FIELDS: tuple[Detail, ...] = (
+    Detail("size", "integer", "number of examples used"),
+    Detail("whole_set", "boolean", "whether they are the whole split, in order"),
+    Detail("split", "string", "the split they come from: train or test"),
+    Detail("batch_size", "integer", "examples per batch"),
+    Detail("batches", "integer", "number of batches"),
+)
+#: The examples a measure used.
+SAMPLE = Detail(
+    "sample", "object", "the examples the measure used (split, size)", fields=SAMPLE_FIELDS
+)
+#: The class label of each example of the sample, in the order of its per-example values.
+LABELS = Detail(
+    "labels",
+    "array",
+    "class label (integer) of each example, same order and length as the per-example values; "
+    "the split is sample.split",
+    per="example",
+)
+#: Count, mean and quantiles of a per-example value within each class.
+PER_CLASS = Detail(
+    "per_class",
+    "array",
+    "per class: count, mean and quantiles of the per-example values",
+    per="class",
+    fields=(
+        Detail("class", "integer", "class index"),
+        Detail("count", "integer", "examples of the class in the sample"),
+        Detail("mean", "number", "mean of the class's values"),
+        *QUANTILE_FIELDS,
+    ),
+)
+#: A radius-defined measure evaluated at several radii (``sweep`` parameter).
+RHO_CURVE = Detail(
+    "rho_curve",
+    "object",
+    "the measure at several radii, ascending: rho[i] = multiples[i] × the radius, value[i] the "
+    "measure there, stderr[i] its standard error; the point at the measure's own radius "
+    "(multiple 1) is the headline value. For sharpness.keskar rho holds the box size ε",
+    fields=(
+        Detail("rho", "array", "radii (ρ, or ε where radius is epsilon), ascending", per="point"),
+        Detail("value", "array", "the measure at each radius (same unit as value)", per="point"),
+        Detail("stderr", "array", "standard error at each radius (null if none)", per="point"),
+        Detail("multiples", "array", "the radii as multiples of the measure's own", per="point"),
+        Detail("radius", "string", "which parameter the radii are: rho or epsilon"),
+        Detail("evaluated", "integer", "radii computed beyond the measure's own"),
+        Detail("num_grad", "integer", "gradient evaluations the sweep took (beyond the headline)"),
+        Detail("num_forward", "integer", "forward passes the sweep took (beyond the headline)"),
+    ),
 )
 
 _JSON_KIND = {
@@ -118,11 +216,18 @@ def _length(value: Any) -> int | None:
 
 
 def check_details(
-    where: str, schema: Iterable[Detail], details: Mapping[str, Any], common: bool = True
+    where: str,
+    schema: Iterable[Detail],
+    details: Mapping[str, Any],
+    common: bool = True,
+    outer: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The ways ``details`` departs from ``schema``: undeclared keys, wrong kinds, per-example
-    arrays whose labels are missing or of another length. Empty when it conforms."""
+    arrays whose labels are missing or of another length. Empty when it conforms.
+
+    ``outer`` holds the keys of the enclosing objects, where labels may also be found."""
     declared = {d.name: d for d in (*COMMON, *schema)} if common else {d.name: d for d in schema}
+    scope = {**(outer or {}), **details}
     problems: list[str] = []
     for key, value in details.items():
         d = declared.get(key)
@@ -139,12 +244,12 @@ def check_details(
                     problems.append(f"{where}.{key}[{i}] is not an object")
                     break
                 sub = f"{where}.{key}" if d.kind == "object" else f"{where}.{key}[{i}]"
-                found = check_details(sub, d.fields, row, common=False)
+                found = check_details(sub, d.fields, row, common=False, outer=scope)
                 problems += found
                 if found:
                     break
         if d.labels and value is not None:
-            labels = details.get(d.labels)
+            labels = scope.get(d.labels)
             n, m = _length(value), _length(labels)
             if labels is None:
                 problems.append(f"{where}.{key} is per example but {where}.{d.labels} is missing")

@@ -5,6 +5,12 @@ All of them use mean cross-entropy in eval mode on a training sample of ``sample
 batches of ``batch_size`` (128). Worst- and average-case sharpness are computed per batch and
 averaged (the m-sharpness of Foret et al. 2021 and Andriushchenko et al. 2023); the spread over
 batches is reported as ``stderr``. The search routines live in :mod:`genscope.perturb`.
+
+The measures defined by a radius (``sharpness.sam``, ``sharpness.adaptive_worst``,
+``sharpness.adaptive_average``: ρ; ``sharpness.keskar``: ε) also report ``rho_curve``, the
+sharpness at the multiples of the radius listed in ``sweep`` (default 0.25, 0.5, 1, 2): each
+radius costs one more run of the measure, counted in the curve's ``num_grad`` / ``num_forward``.
+The point at the measure's own radius is its headline value.
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ from typing import Any
 
 import torch
 
-from genscope.errors import GenScopeError
+from genscope.errors import BadParameter, GenScopeError
 from genscope.measures.context import MeasureContext, Sample
 from genscope.measures.registry import LOWER_IS_BETTER, Param, measure
+from genscope.measures.schema import LABELS, QUANTILES, RHO_CURVE, SAMPLE, Detail
 from genscope.measures.stats import finite_or_reason, quantiles
 from genscope.network import NetworkView, Step
 from genscope.perturb import (
+    AverageCase,
     FlatParams,
     LossFn,
     Objective,
     SigmaSearch,
+    WorstCase,
     average_case,
     cross_entropy,
     mean_and_stderr,
@@ -50,6 +59,83 @@ def _samples_param(default: int = 1024) -> Param:
 
 BATCH = Param("batch_size", int, 128, "examples per batch (m of m-sharpness)", 1, 100_000)
 STEPS = Param("steps", int, 20, "gradient evaluations of the ascent", 1, 1000)
+#: Most radii a sweep may list: each costs as much as the measure itself.
+MAX_SWEEP = 16
+SWEEP = Param(
+    "sweep",
+    str,
+    "0.25,0.5,1,2",
+    "multiples of the radius at which the sharpness is also reported (rho_curve), "
+    "comma-separated; each costs one more run of the measure; empty: no sweep",
+)
+
+
+# --- radius sweeps -------------------------------------------------------------------------------
+
+
+def parse_sweep(raw: str, measure_id: str) -> list[float]:
+    """The multiples of the radius a sweep evaluates: ascending, without repeats, with 1 (the
+    measure's own radius) always among them; empty when ``raw`` is blank (no sweep).
+
+    >>> parse_sweep("2, 0.5,1,0.5", "sharpness.sam")
+    [0.5, 1.0, 2.0]
+    >>> parse_sweep("", "sharpness.sam")
+    []
+    """
+    where = f"{measure_id}.sweep"
+    try:
+        multiples = {float(v) for v in raw.split(",") if v.strip()}
+    except ValueError:
+        raise BadParameter(
+            f"{where} must be comma-separated numbers, got {raw!r}", {"param": where}
+        ) from None
+    if not multiples:
+        return []
+    if any(not math.isfinite(m) or m < 0 for m in multiples):
+        raise BadParameter(
+            f"{where} must be non-negative finite multiples, got {raw!r}", {"param": where}
+        )
+    multiples.add(1.0)
+    if len(multiples) > MAX_SWEEP:
+        raise BadParameter(
+            f"{where} may list at most {MAX_SWEEP} multiples (the radius included), got "
+            f"{len(multiples)}",
+            {"param": where},
+        )
+    return sorted(multiples)
+
+
+def radius_sweep(
+    radius: float,
+    multiples: list[float],
+    own: tuple[float, float | None],
+    at: Callable[[float, int], tuple[float, float | None]],
+    name: str = "rho",
+) -> dict[str, Any]:
+    """The sharpness at ``multiples`` of ``radius``: ``own`` (value, stderr) at the radius
+    itself (the measure's headline, so the curve passes through it exactly), ``at(r, k)`` at
+    the others (k = 1, 2, ... counts them, for progress). A radius of 0 gives the one point."""
+    if radius == 0:
+        multiples = [1.0]
+    rhos, values, errors = [], [], []
+    computed = 0
+    for m in multiples:
+        if m == 1.0:
+            value, stderr = own
+        else:
+            computed += 1
+            value, stderr = at(m * radius, computed)
+        rhos.append(m * radius)
+        values.append(value)
+        errors.append(stderr)
+    return {
+        "rho": rhos,
+        "value": values,
+        "stderr": errors,
+        "multiples": list(multiples),
+        "radius": name,
+        "evaluated": computed,
+    }
 
 
 # --- shared plumbing ---------------------------------------------------------------------------
@@ -78,8 +164,31 @@ def sample_block(sample: Sample, batch_size: int | None = None) -> dict[str, Any
     return block
 
 
+def _worst_case_batches(
+    objective: Objective,
+    theta: torch.Tensor,
+    scale: torch.Tensor | None,
+    rho: float,
+    norm: str,
+    steps: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[WorstCase, float]]:
+    """The worst case of every batch at radius ``rho``, each with its accuracy drop."""
+    c = torch.ones_like(theta) if scale is None else scale
+    out = []
+    nb = len(objective.batches)
+    for b in range(nb):
+        res = worst_case(objective, theta, scale, rho, norm, steps, batch=b)
+        drop = objective.accuracy(theta, b) - objective.accuracy(theta + c * res.z, b)
+        out.append((res, drop))
+        if progress is not None:
+            progress(b + 1, nb)
+    return out
+
+
 def _worst_case_measure(
     ctx: MeasureContext,
+    measure_id: str,
     params: dict[str, Any],
     norm: str,
     adaptive: bool,
@@ -90,24 +199,25 @@ def _worst_case_measure(
         ctx, params["samples"], params["batch_size"], loss_fn
     )
     scale = theta.abs() if adaptive else None
-    increases, clean, worst, acc_drop = [], [], [], []
-    nb = len(objective.batches)
-    for b in range(nb):
-        res = worst_case(objective, theta, scale, params["rho"], norm, params["steps"], batch=b)
-        increases.append(res.increase)
-        clean.append(res.clean)
-        worst.append(res.worst)
-        c = torch.ones_like(theta) if scale is None else scale
-        acc_drop.append(objective.accuracy(theta, b) - objective.accuracy(theta + c * res.z, b))
-        ctx.progress((b + 1) / nb, f"batch {b + 1}/{nb}")
+    multiples = parse_sweep(params["sweep"], measure_id)
+    stages = 1 + sum(1 for m in multiples if m != 1.0)
+
+    def report(done: int, nb: int, stage: int = 0) -> None:
+        ctx.progress((stage + done / nb) / stages, f"batch {done}/{nb}")
+
+    found = _worst_case_batches(
+        objective, theta, scale, params["rho"], norm, params["steps"], report
+    )
+    nb = len(found)
+    increases = [res.increase for res, _ in found]
     mean, se = mean_and_stderr(increases)
     out: dict[str, Any] = {
         "stderr": se,
         "stderr_over": "batches",
         "per_batch": increases,
-        "clean_loss": sum(clean) / nb,
-        "worst_loss": sum(worst) / nb,
-        "accuracy_drop": sum(acc_drop) / nb,
+        "clean_loss": sum(res.clean for res, _ in found) / nb,
+        "worst_loss": sum(res.worst for res, _ in found) / nb,
+        "accuracy_drop": sum(drop for _, drop in found) / nb,
         "norm": norm,
         "scale": "|w| (elementwise adaptive)" if adaptive else "1 (standard)",
         "loss": loss_name,
@@ -116,20 +226,60 @@ def _worst_case_measure(
         "optimizer": "projected gradient ascent, Auto-PGD step schedule, zero init, best iterate",
         "sample": sample_block(sample, params["batch_size"]),
     }
+
+    def at(rho: float, stage: int) -> tuple[float, float]:
+        rows = _worst_case_batches(
+            objective,
+            theta,
+            scale,
+            rho,
+            norm,
+            params["steps"],
+            lambda done, n: report(done, n, stage),
+        )
+        return mean_and_stderr([res.increase for res, _ in rows])
+
+    if multiples:
+        before = objective.num_grad
+        out["rho_curve"] = radius_sweep(params["rho"], multiples, (mean, se), at)
+        out["rho_curve"]["num_grad"] = objective.num_grad - before
     return finite_or_reason(out, mean, "the loss increase")
 
 
 # --- worst case ---------------------------------------------------------------------------------
 
 
+PER_BATCH = Detail(
+    "per_batch", "array", "the loss increase of each batch of m examples", per="batch"
+)
+WORST_CASE_RESULT = (
+    Detail("stderr", "number", "standard error of the mean over batches (null for one batch)"),
+    Detail("stderr_over", "string", "what the standard error is over"),
+    PER_BATCH,
+    Detail("clean_loss", "number", "L(w), mean over batches (mean cross-entropy, nats)"),
+    Detail("worst_loss", "number", "L(w + δ*) at the best perturbation found, mean over batches"),
+    Detail("accuracy_drop", "number", "accuracy lost at δ*, mean over batches"),
+    Detail("norm", "string", "the ℓp norm of the ball (l2 or linf)"),
+    Detail("scale", "string", "the ball's scaling c: 1, or |w| (elementwise adaptive)"),
+    Detail("loss", "string", "the loss maximised"),
+    Detail("steps", "integer", "gradient evaluations of the ascent per batch"),
+    Detail("num_grad", "integer", "gradient evaluations at the measure's own radius"),
+    Detail("optimizer", "string", "the ascent"),
+    SAMPLE,
+    RHO_CURVE,
+)
+
+
 @measure(
     "sharpness.sam",
+    result=WORST_CASE_RESULT,
     group="sharpness",
     params=[
         Param("rho", float, 0.05, "radius ρ of the ℓ2 ball", 0.0, 1e3),
         STEPS,
         _samples_param(),
         BATCH,
+        SWEEP,
     ],
     direction=LOWER_IS_BETTER,
     source="Foret et al. 2021 (SAM), eq. 1: max_{‖ε‖₂≤ρ} L_S(w+ε) − L_S(w)",
@@ -144,11 +294,14 @@ def sam_sharpness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
     maximised by projected gradient ascent with ``steps`` gradient evaluations (the first step is
     SAM's first-order ε̂ = ρ∇L/‖∇L‖). Not invariant to reparametrisation (Dinh et al. 2017).
     """
-    return _worst_case_measure(ctx, params, "l2", False, cross_entropy, "cross-entropy")
+    return _worst_case_measure(
+        ctx, "sharpness.sam", params, "l2", False, cross_entropy, "cross-entropy"
+    )
 
 
 @measure(
     "sharpness.adaptive_worst",
+    result=WORST_CASE_RESULT,
     group="sharpness",
     params=[
         Param("rho", float, 0.001, "radius ρ of the adaptive ball ‖δ/|w|‖ ≤ ρ", 0.0, 100.0),
@@ -157,6 +310,7 @@ def sam_sharpness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]
         STEPS,
         _samples_param(),
         BATCH,
+        SWEEP,
     ],
     direction=LOWER_IS_BETTER,
     source="Andriushchenko et al. 2023, eq. 1 (S^max_ρ with c = |w|); Kwon et al. 2021 (ASAM)",
@@ -176,20 +330,39 @@ def adaptive_worst(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any
         if params["logit_normalize"]
         else (cross_entropy, "cross-entropy")
     )
-    return _worst_case_measure(ctx, params, params["norm"], True, loss_fn, name)
+    return _worst_case_measure(
+        ctx, "sharpness.adaptive_worst", params, params["norm"], True, loss_fn, name
+    )
 
 
 # --- average case -------------------------------------------------------------------------------
 
 
+AVERAGE_CASE_RESULT = (
+    Detail("stderr", "number", "Monte-Carlo standard error of the mean loss increase"),
+    Detail("stderr_over", "string", "what the standard error is over"),
+    Detail("batch_std", "number", "standard deviation of the per-batch means"),
+    PER_BATCH,
+    Detail("clean_loss", "number", "L(w), mean over batches (mean cross-entropy, nats)"),
+    Detail("draws", "integer", "noise draws per batch"),
+    Detail("num_forward", "integer", "forward passes at the measure's own radius"),
+    Detail("scale", "string", "the noise scaling c = |w|"),
+    Detail("loss", "string", "the loss"),
+    SAMPLE,
+    RHO_CURVE,
+)
+
+
 @measure(
     "sharpness.adaptive_average",
+    result=AVERAGE_CASE_RESULT,
     group="sharpness",
     params=[
         Param("rho", float, 0.1, "std multiplier ρ: δ ~ N(0, ρ² diag(w²))", 0.0, 100.0),
         Param("draws", int, 20, "noise draws per batch", 2, 10_000),
         _samples_param(),
         BATCH,
+        SWEEP,
     ],
     direction=LOWER_IS_BETTER,
     source="Andriushchenko et al. 2023, eq. 2 (S^avg_ρ with c = |w|)",
@@ -202,15 +375,16 @@ def adaptive_average(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
     Andriushchenko et al., ICML 2023, eq. 2 with c = |w|: per batch of m examples, ``draws``
     Gaussian draws; ``stderr`` is the Monte-Carlo standard error given the sample.
     """
+    multiples = parse_sweep(params["sweep"], "sharpness.adaptive_average")
     objective, theta, sample = build_objective(ctx, params["samples"], params["batch_size"])
-    res = average_case(
-        objective,
-        theta,
-        theta.abs(),
-        params["rho"],
-        params["draws"],
-        ctx.generator("sharpness.adaptive_average"),
-    )
+
+    def at(rho: float, _stage: int = 0) -> AverageCase:
+        # a freshly seeded generator at every radius: the same draws, scaled (common random
+        # numbers), so the curve's points differ by the radius only
+        gen = ctx.generator("sharpness.adaptive_average")
+        return average_case(objective, theta, theta.abs(), rho, params["draws"], gen)
+
+    res = at(params["rho"])
     per_batch = res.increases.mean(dim=1)
     out: dict[str, Any] = {
         "stderr": res.stderr,
@@ -224,6 +398,16 @@ def adaptive_average(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
         "loss": "cross-entropy",
         "sample": sample_block(sample, params["batch_size"]),
     }
+    if multiples:
+        before = objective.num_forward
+
+        def point(rho: float, stage: int) -> tuple[float, float]:
+            ctx.progress(stage / len(multiples), f"ρ = {rho:.4g}")
+            other = at(rho)
+            return other.mean, other.stderr
+
+        out["rho_curve"] = radius_sweep(params["rho"], multiples, (res.mean, res.stderr), point)
+        out["rho_curve"]["num_forward"] = objective.num_forward - before
     return finite_or_reason(out, res.mean, "the mean loss increase")
 
 
@@ -360,8 +544,42 @@ def _flatness_result(
     return finite_or_reason(out, value, f"1/{name}²")
 
 
+FLATNESS_COMMON = (
+    Detail("converged", "boolean", "whether the drop is within tolerance of target, told apart"),
+    Detail("bracket", "array", "the σ interval [lower, upper] left by the bisection", per="item"),
+    Detail("accuracy_under_noise", "number", "mean accuracy under noise at the σ"),
+    Detail("accuracy_stderr", "number", "its standard error"),
+    Detail("clean_accuracy", "number", "accuracy without noise"),
+    Detail(
+        "evaluations",
+        "array",
+        "every σ the bisection tried, in order",
+        per="point",
+        fields=(
+            Detail("sigma", "number", "the σ tried"),
+            Detail("accuracy", "number", "mean accuracy under noise there"),
+            Detail("stderr", "number", "its standard error"),
+            Detail("draws", "integer", "noise draws made there"),
+        ),
+    ),
+    Detail("steps", "integer", "bisection steps taken"),
+    Detail("draws", "integer", "noise draws at the reported σ"),
+    Detail("draws_range", "array", "[fewest, most] draws per σ", per="item"),
+    Detail("stderr_limit", "number", "the standard error sought per σ (tolerance / 2)"),
+    Detail("convergence", "string", "the convergence rule"),
+    Detail("num_forward", "integer", "forward passes used"),
+    SAMPLE,
+    Detail("note", "string", "why the search did not converge"),
+)
+FLATNESS_RESULT = (
+    Detail("sigma", "number", "σ: the noise std N(0, σ²I) that costs target accuracy"),
+    *FLATNESS_COMMON,
+)
+
+
 @measure(
     "sharpness.pacbayes_flatness",
+    result=FLATNESS_RESULT,
     group="sharpness",
     params=SEARCH_PARAMS,
     direction=LOWER_IS_BETTER,
@@ -382,8 +600,18 @@ def pacbayes_flatness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, 
     return _flatness_result(search, sample, nf, params, "sigma")
 
 
+MAG_FLATNESS_RESULT = (
+    Detail(
+        "sigma_prime", "number", "σ': noise u_i ~ N(0, σ'² w_i² + ε²) that costs target accuracy"
+    ),
+    *FLATNESS_COMMON,
+    Detail("epsilon", "number", "the noise floor ε"),
+)
+
+
 @measure(
     "sharpness.pacbayes_mag_flatness",
+    result=MAG_FLATNESS_RESULT,
     group="sharpness",
     params=[*SEARCH_PARAMS, Param("epsilon", float, 1e-3, "noise floor ε", 0.0, 10.0)],
     direction=LOWER_IS_BETTER,
@@ -406,14 +634,28 @@ def pacbayes_mag_flatness(ctx: MeasureContext, params: dict[str, Any]) -> dict[s
 # --- Keskar -------------------------------------------------------------------------------------
 
 
+KESKAR_RESULT = (
+    Detail("clean_loss", "number", "L(w) on the whole sample (mean cross-entropy, nats)"),
+    Detail("worst_loss", "number", "L(w + z*) at the best point found in the box"),
+    Detail("steps", "integer", "gradient evaluations of the ascent"),
+    Detail("num_grad", "integer", "gradient evaluations at the measure's own ε"),
+    Detail("optimizer", "string", "the ascent"),
+    Detail("uncertainty", "string", "why there is no standard error"),
+    SAMPLE,
+    RHO_CURVE,
+)
+
+
 @measure(
     "sharpness.keskar",
+    result=KESKAR_RESULT,
     group="sharpness",
     params=[
         Param("epsilon", float, 1e-3, "box size ε: |z_i| ≤ ε(|w_i| + 1)", 0.0, 10.0),
         STEPS,
         _samples_param(),
         BATCH,
+        SWEEP,
     ],
     direction=LOWER_IS_BETTER,
     source="Keskar et al. 2017, Metric 2.1 (full space, A = I)",
@@ -429,11 +671,18 @@ def keskar(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
     projected sign-gradient ascent in the box (Auto-PGD schedule, ``steps`` gradient
     evaluations of the sample loss), which gives a lower bound on the maximum as any ascent does.
     """
+    multiples = parse_sweep(params["sweep"], "sharpness.keskar")
     objective, theta, sample = build_objective(ctx, params["samples"], params["batch_size"])
-    res = worst_case(
-        objective, theta, theta.abs() + 1.0, params["epsilon"], "linf", params["steps"]
-    )
-    value = 100.0 * res.increase / (1.0 + res.clean)
+    box = theta.abs() + 1.0
+
+    def at(epsilon: float) -> WorstCase:
+        return worst_case(objective, theta, box, epsilon, "linf", params["steps"])
+
+    def sharpness(res: WorstCase) -> float:
+        return 100.0 * res.increase / (1.0 + res.clean)
+
+    res = at(params["epsilon"])
+    value = sharpness(res)
     out: dict[str, Any] = {
         "clean_loss": res.clean,
         "worst_loss": res.worst,
@@ -443,6 +692,15 @@ def keskar(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, Any]:
         "uncertainty": "deterministic (zero init); an ascent gives a lower bound on the maximum",
         "sample": sample_block(sample, params["batch_size"]),
     }
+    if multiples:
+        before = objective.num_grad
+
+        def point(epsilon: float, stage: int) -> tuple[float, None]:
+            ctx.progress(stage / len(multiples), f"ε = {epsilon:.4g}")
+            return sharpness(at(epsilon)), None
+
+        curve = radius_sweep(params["epsilon"], multiples, (value, None), point, "epsilon")
+        out["rho_curve"] = {**curve, "num_grad": objective.num_grad - before}
     return finite_or_reason(out, value, "the ε-sharpness")
 
 
@@ -494,8 +752,53 @@ def _forward_capture(
     return torch.cat(logits), zs, sizes
 
 
+GRADIENT_SUMMARY = (
+    Detail("mean", "number", "mean over the sample"),
+    QUANTILES,
+)
+SMOOTHNESS_RESULT = (
+    Detail(
+        "grad_f",
+        "object",
+        "‖∇_x f_y(x)‖ over the sample: mean and quantiles",
+        fields=GRADIENT_SUMMARY,
+    ),
+    Detail(
+        "grad_loss",
+        "object",
+        "‖∇_x loss(x, y)‖ over the sample: mean and quantiles",
+        fields=GRADIENT_SUMMARY,
+    ),
+    Detail("mean_square_grad_f", "number", "mean of ‖∇_x f_y(x)‖²"),
+    Detail(
+        "values",
+        "array",
+        "‖∇_x f_y(x)‖ of each example (logit units per input unit)",
+        per="example",
+        labels="labels",
+    ),
+    LABELS,
+    SAMPLE,
+    Detail(
+        "first_layer",
+        "object",
+        "the first-layer relation ‖∇_x f_y‖ ≤ ‖W₁‖₂ ‖∇_{W₁} f_y‖_F / ‖x‖ (null if not Linear)",
+        fields=(
+            Detail("layer", "string", "the first Linear layer"),
+            Detail("spectral_norm", "number", "‖W₁‖₂"),
+            Detail("grad_weight_fro_mean", "number", "mean ‖∇_{W₁} f_y‖_F"),
+            Detail("bound_mean", "number", "mean of the right-hand side"),
+            Detail("fraction_within_bound", "number", "fraction of examples where it holds"),
+            Detail("relation", "string", "the relation"),
+        ),
+    ),
+    Detail("first_layer_reason", "string", "why first_layer is null"),
+)
+
+
 @measure(
     "smoothness.input",
+    result=SMOOTHNESS_RESULT,
     group="sharpness",
     params=[_samples_param(), BATCH],
     direction=LOWER_IS_BETTER,
@@ -542,6 +845,8 @@ def input_smoothness(ctx: MeasureContext, params: dict[str, Any]) -> dict[str, A
         "grad_f": {"mean": float(grad_f.mean()), "quantiles": quantiles(grad_f)},
         "grad_loss": {"mean": float(grad_loss.mean()), "quantiles": quantiles(grad_loss)},
         "mean_square_grad_f": float((grad_f**2).mean()),
+        "values": grad_f,
+        "labels": sample.y.cpu(),
         "sample": sample_block(sample),
     }
     if first is not None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from genscope import analyze
+from genscope.all_layer import perturbed_forward, solve_all_layer
 from genscope.errors import BadParameter, UnsupportedModel
 from genscope.graph import LayerGraph, layer_graph
 from genscope.io.checkpoints import LoadedModel
@@ -22,8 +23,6 @@ from genscope.measures.margins import (
     input_l2_margins,
     input_linf_margins,
     output_margins,
-    perturbed_forward,
-    solve_all_layer,
 )
 from tests import cases
 from tests.references import assert_close
