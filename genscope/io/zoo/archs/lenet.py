@@ -66,6 +66,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.LeNet5` from a full config (imports torch)."""
     from genscope.io.zoo.nets import LeNet5
 
     return LeNet5(

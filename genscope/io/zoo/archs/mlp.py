@@ -26,6 +26,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.MLP` from a full config (imports torch)."""
     from genscope.io.zoo.nets import MLP
 
     return MLP(

@@ -29,6 +29,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.NiN` from a full config (imports torch)."""
     from genscope.io.zoo.nets import NiN
 
     return NiN(

@@ -39,6 +39,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.PreActResNet18` from a full config (imports torch)."""
     from genscope.io.zoo.nets import PreActResNet18
 
     return PreActResNet18(cfg["in_channels"], cfg["num_classes"], cfg["width"], cfg["final_bn"])

@@ -68,6 +68,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.ResNet` from a full config (imports torch)."""
     from genscope.io.zoo.nets import ResNet
 
     imagenet_stem = cfg["depth"] in IMAGENET_BLOCKS and not cfg["cifar_stem"]

@@ -45,6 +45,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.VGG` from a full config (imports torch)."""
     from genscope.io.zoo.nets import VGG
 
     return VGG(channels(cfg), cfg["in_channels"], cfg["num_classes"], cfg["batchnorm"])

@@ -51,6 +51,7 @@ def count_params(cfg: Config) -> int:
 
 
 def build(cfg: Config) -> nn.Module:
+    """A :class:`~genscope.io.zoo.nets.WideResNet` from a full config (imports torch)."""
     from genscope.io.zoo.nets import WideResNet
 
     return WideResNet(
