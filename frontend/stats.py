@@ -85,12 +85,6 @@ def downsample_indices(n: int, max_points: int, keep: Iterable[int] = ()) -> np.
     return np.unique(np.concatenate([base, np.fromiter(keep_set, dtype=np.int64)]))
 
 
-def downsample_sorted(values: np.ndarray, max_points: int) -> np.ndarray:
-    """Thin out an already sorted array, keeping its first (min) and last (max) element."""
-    idx = downsample_indices(len(values), max_points)
-    return values[idx]
-
-
 def downsample_pairs(
     x: np.ndarray, y: np.ndarray, max_points: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,12 +3,14 @@
 One server (API, dashboard and its worker child, SQLite in a temporary data directory) serves
 the whole module. The tests run in order and build on each other, like a user would:
 
-upload a checkpoint in the page → the run completes → its margin plots are drawn → the runs
-table lists, sorts and filters runs → compare three runs → create a share link → open it in a
-fresh browser profile without credentials → revoke it → the link answers 404. Along the way:
-a refused pickle shows its error inline, and names and titles holding HTML are shown as text.
-No page may log a console error. Screenshots go to ``$GENSCOPE_E2E_SCREENSHOTS`` (default
-``/tmp/genscope-e2e``) for review.
+upload a checkpoint in the page → the run completes → its margin plots and per-class margin CDFs
+(from the engine's per-example labels) are drawn, and a run started through the API draws its
+sharpness ρ-curve (``sharpness.sam``'s sweep) → the runs table lists, sorts and filters runs →
+compare three runs → create a share link → open it in a fresh browser profile without
+credentials → revoke it → the link answers 404.
+Along the way: a refused pickle shows its error inline, and names and titles holding HTML are
+shown as text. No page may log a console error. Screenshots go to
+``$GENSCOPE_E2E_SCREENSHOTS`` (default ``/tmp/genscope-e2e``) for review.
 
 Skipped, with the reason, when Chromium, its driver or selenium is missing
 (``apt-get install chromium chromium-driver``; ``pip install selenium``).
@@ -39,6 +41,10 @@ XSS_NAME = '<img src=x onerror="window.__xss=1"><b>wide</b>'
 XSS_TITLE = "<script>window.__xss=2</script>Sweep & <i>friends</i>"
 MLP_CONFIG = {"input_dim": 64, "num_classes": 10}
 FAST_MEASURES = ("margin.output", "margin.all_layer", "margin.normalized", "bound.spectral")
+#: The runs started through the API also compute a radius measure, kept cheap by its parameters:
+#: its ρ sweep draws the sharpness curves.
+RADIUS_MEASURE = "sharpness.sam"
+RADIUS_PARAMS = {"steps": 2, "samples": 256}
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 httpx = pytest.importorskip("httpx")
@@ -283,7 +289,8 @@ def api_upload(base: str, path: Path, name: str, width: int) -> str:
         json={
             "checkpoint_id": answer.json()["id"],
             "dataset": "digits",
-            "measures": list(FAST_MEASURES),
+            "measures": [*FAST_MEASURES, RADIUS_MEASURE],
+            "params": {RADIUS_MEASURE: RADIUS_PARAMS},
         },
         timeout=60,
     )
@@ -373,6 +380,13 @@ def test_upload_in_the_page_runs_and_draws_margins(
     )
     assert margin["visible"] == 2 and margin["marks"] > 0  # histogram and CDF drawn as SVG
     assert figure_state(browser, "fig-margin_per_class")["visible"] == 10
+    # drawn from the per-example labels the engine records beside the margins
+    classes = wait_for(
+        lambda: (s := figure_state(browser, "fig-margin_class_cdf")) and s["marks"] and s,
+        30,
+        "the per-class output-margin CDFs",
+    )
+    assert classes["visible"] == 10 and classes["names"] == [f"class {c}" for c in range(10)]
     assert "All measures" in browser.find_element(By.ID, "tables").text
     assert_bound_badge(browser, server, state["ui_run"])
     # every figure exports as PNG and SVG (what the modebar and the links below it do)
@@ -395,6 +409,16 @@ def test_upload_in_the_page_runs_and_draws_margins(
     browser.get(f"{server}/runs/{trained}")
     wait_ready(browser, 60)
     assert assert_bound_badge(browser, server, trained) != "no value"
+    # the radius measure's ρ sweep, as the engine records it
+    curves = wait_for(
+        lambda: (s := figure_state(browser, "fig-sharpness_curves")) and s["marks"] and s,
+        30,
+        "the sharpness ρ-curves",
+    )
+    assert curves["names"] == [RADIUS_MEASURE]
+    sweep = httpx.get(f"{server}/api/runs/{trained}", timeout=30).json()
+    assert len(sweep["report"]["measures"][RADIUS_MEASURE]["rho_curve"]["rho"]) > 1
+    screenshot(browser, "02a-run-page-sharpness")
     browser.get(f"{server}/runs/{state['ui_run']}")
     wait_ready(browser, 60)
     browser.set_window_size(420, 1000)  # a phone: the page reflows, nothing scrolls sideways

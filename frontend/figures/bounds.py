@@ -1,0 +1,118 @@
+"""Figures of the generalization bounds (``genscope/measures/bounds.py``) and of the per-layer
+norms behind them (``genscope/measures/complexity.py``), with the verdict on each bound."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+
+from frontend.figures.common import Report, measure, measures_of, metric, num
+from frontend.figures.style import BAD, GOOD, MUTED, esc, run_color, style
+
+#: The complexity measures whose ``layers`` carry each affine map's norms.
+NORM_MEASURES = ("complexity.spectral", "complexity.frobenius")
+
+
+def bounds_of(report: Report) -> list[tuple[str, dict[str, Any]]]:
+    """The bound measures that have a value, by id."""
+    return [
+        (mid, m)
+        for mid, m in sorted(measures_of(report).items())
+        if mid.startswith("bound.") and num(m.get("value")) is not None
+    ]
+
+
+def is_vacuous(m: dict[str, Any]) -> bool:
+    """The engine's ``vacuous`` flag (a bound ≥ 1 says nothing about an error in [0, 1])."""
+    value = num(m.get("value"))
+    # reports from before the flag was recorded: the same rule, from the value
+    return bool(m.get("vacuous", value is not None and value >= 1))
+
+
+def bound_verdict(m: dict[str, Any]) -> str:
+    """What a bound's value says (the engine's ``vacuous`` and ``informative``, measures.md):
+    ``vacuous`` (≥ 1), ``not informative`` (below 1 but not below the error of guessing),
+    ``informative``; ``non-vacuous`` for a report from before ``informative`` was recorded."""
+    if is_vacuous(m):
+        return "vacuous"
+    if "informative" not in m:  # stored reports from before the flag: no claim either way
+        return "non-vacuous"
+    return "informative" if m["informative"] else "not informative"
+
+
+def bound_breakdown(report: Report) -> go.Figure | None:
+    """Each bound on the test error (log scale; vacuous ones in red, not informative ones
+    grey) against the measured test error and the trivial bound 1."""
+    bounds = bounds_of(report)
+    if not bounds:
+        return None
+    names = [esc(mid.removeprefix("bound.")) for mid, _ in bounds]
+    values = [num(m["value"]) or 0.0 for _, m in bounds]
+    verdicts = [bound_verdict(m) for _, m in bounds]
+    colour = {"vacuous": BAD, "not informative": MUTED}
+    fig = go.Figure(
+        go.Bar(
+            y=names,
+            x=values,
+            orientation="h",
+            marker={"color": [colour.get(v, GOOD) for v in verdicts]},
+            text=[
+                f"{v:.3g}{f' ({verdict})' if verdict in colour else ''}"
+                for v, verdict in zip(values, verdicts, strict=True)
+            ],
+            textposition="auto",
+            name="bound",
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>",
+        )
+    )
+    test_error = metric(report, "test_error")
+    if test_error is None:
+        test_error = next(
+            (num(m.get("test_error")) for _, m in bounds if num(m.get("test_error")) is not None),
+            None,
+        )
+    if test_error is not None:
+        fig.add_vline(
+            x=max(test_error, 1e-6),
+            line={"color": "#243447", "dash": "dash", "width": 2},
+            annotation_text=f"measured test error {test_error:.3g}",
+            annotation_position="top",
+        )
+    fig.add_vline(x=1, line={"color": MUTED, "dash": "dot", "width": 1})
+    style(fig, "Bounds on the test error", "bound (log scale)", None, legend=False)
+    positive = [v for v in values if v > 0] + ([test_error] if test_error else []) + [1.0]
+    lo, hi = min(positive), max(positive)
+    fig.update_xaxes(type="log", range=[math.log10(lo) - 0.5, math.log10(hi) + 0.3])
+    fig.update_layout(height=max(240, 80 + 44 * len(bounds)), margin={"l": 140})
+    return fig
+
+
+def complexity_layers(report: Report) -> go.Figure | None:
+    """Per-layer norms behind the norm-based complexity measures and bounds: spectral and
+    Frobenius norm of each affine map, BatchNorm folded (``layers``: name, spectral,
+    frobenius)."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for mid in NORM_MEASURES:
+        m = measure(report, mid)
+        for item in (m.get("layers") or []) if m else []:
+            row = rows.setdefault(str(item["name"]), {})
+            for key in ("spectral", "frobenius"):
+                if num(item[key]) is not None:
+                    row[key] = num(item[key])
+    if not rows:
+        return None
+    names = list(rows)
+    fig = go.Figure()
+    for i, (key, label) in enumerate((("spectral", "spectral norm"), ("frobenius", "Frobenius"))):
+        ys = [rows[n].get(key) for n in names]
+        if any(v is not None for v in ys):
+            fig.add_trace(
+                go.Bar(x=[esc(n) for n in names], y=ys, name=label, marker={"color": run_color(i)})
+            )
+    if not fig.data:
+        return None
+    style(fig, "Per-layer norms", "layer", "norm")
+    fig.update_layout(barmode="group")
+    return fig
