@@ -58,7 +58,7 @@ def measures_of(report: Report | None) -> dict[str, dict[str, Any]]:
 def measure(report: Report | None, mid: str) -> dict[str, Any] | None:
     """One measure's entry when the report has it and it did not fail."""
     m = measures_of(report).get(mid)
-    if m is None or m.get("status", "ok") != "ok":
+    if m is None or m.get("status", "ok") not in ("ok", None):
         return None
     return m
 
