@@ -54,7 +54,7 @@ def checkpoint_params(params: Mapping[str, Mapping[str, Any]]) -> list[tuple[str
     """The ``(measure id, parameter, value)`` of the given parameters that name a checkpoint
     (``Param.checkpoint``): the service takes checkpoint ids there, never paths."""
     known = declared_measures()
-    found = []
+    found: list[tuple[str, str, str]] = []
     for measure_id, values in params.items():
         marked = {p.name for p in known[measure_id].params if p.checkpoint}
         found.extend(

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from genscope.errors import GenScopeError
-from genscope.measures.declared import DeclarationError, declared_measures, read_declarations
+from genscope.measures.declared import (
+    DeclarationError,
+    DeferredCompute,
+    declared_measures,
+    read_declarations,
+)
 from genscope.measures.registry import (
     Measure,
     all_measures,
@@ -35,6 +40,7 @@ def test_every_declaration_equals_the_registry() -> None:
         for name in FIELDS:  # id, group, params, direction, description, source, result...
             assert getattr(static, name) == getattr(engine, name), (measure_id, name)
         assert static.describe() == engine.describe(), measure_id
+        assert isinstance(static.compute, DeferredCompute), measure_id
         assert static.compute.module == engine.compute.__module__, measure_id
     assert [m.id for m in all_measures(declared)] == [m.id for m in all_measures()]
 
@@ -44,11 +50,17 @@ def test_a_declared_measure_computes_with_the_registered_function() -> None:
     assert get_measure("margin.output").compute is not static.compute
     # the deferred function imports the module and calls the registered one
     calls: list[Any] = []
+
+    def recorded(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        calls.append((ctx, params))
+        return {}
+
     engine = get_measure("margin.output")
     original = engine.compute
-    object.__setattr__(engine, "compute", lambda ctx, params: calls.append((ctx, params)) or {})
+    object.__setattr__(engine, "compute", recorded)
+    context: Any = "ctx"
     try:
-        assert static.compute("ctx", {"a": 1}) == {}
+        assert static.compute(context, {"a": 1}) == {}
     finally:
         object.__setattr__(engine, "compute", original)
     assert calls == [("ctx", {"a": 1})]
@@ -134,7 +146,7 @@ def defaults(ctx, params):
     assert defaults.params[0].default == 1000 and defaults.params[0].max == 10_000_000
     assert defaults.params[1].default == 64 and defaults.description == ""
     assert defaults.forms == frozenset({"module", "state_dict", "program"}) and not defaults.result
-    assert added.compute.module == "pkg.added"
+    assert isinstance(added.compute, DeferredCompute) and added.compute.module == "pkg.added"
 
 
 #: A module whose line 9 is the decorator under test.
