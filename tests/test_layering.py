@@ -193,7 +193,12 @@ def test_the_engine_cli_runs_with_the_service_packages_absent(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("args", "extra"),
-    [(["serve"], "server"), (["users", "create", "alice"], "server"), (["worker"], "worker")],
+    [
+        (["serve"], "server"),
+        (["users", "create", "alice"], "server"),
+        (["worker"], "worker"),
+        (["demo", "--exit"], "server"),  # the demo starts `genscope serve`: refused up front
+    ],
 )
 def test_service_commands_without_the_service_name_the_extra(
     tmp_path: Path, args: list[str], extra: str
