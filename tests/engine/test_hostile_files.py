@@ -449,7 +449,13 @@ def test_every_numeric_parameter_is_bounded_and_strings_are_not_paths() -> None:
     a checkpoint parameter, which the service only accepts as a checkpoint id."""
     from genscope.measures.registry import all_measures
 
-    free_text = {("margin.robust", "eps")}
+    free_text = {
+        ("margin.robust", "eps"),
+        ("sharpness.sam", "sweep"),
+        ("sharpness.adaptive_worst", "sweep"),
+        ("sharpness.adaptive_average", "sweep"),
+        ("sharpness.keskar", "sweep"),
+    }  # lists of numbers, parsed and bounded at run time
     for m in all_measures():
         for p in m.params:
             if p.kind in (int, float) and p.choices is None:
