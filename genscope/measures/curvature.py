@@ -230,7 +230,8 @@ EIG_RESULT = (
     Detail(
         "values",
         "array",
-        "the eigenvalues found, largest first (loss units per parameter unit squared)",
+        "the eigenvalues found, in the order searched: largest first (smallest first for the "
+        "minimum eigenvalue); loss units per squared parameter unit",
         per="eigenvalue",
     ),
     Detail("residuals", "array", "‖Av − λv‖ of each eigenpair", per="eigenvalue"),
@@ -432,7 +433,12 @@ DENSITY_RESULT = (
     Detail(
         "density", "array", "spectral density at each grid point (Gaussian-smoothed)", per="point"
     ),
-    Detail("log10_density", "array", "log10 of the density (floored)", per="point"),
+    Detail(
+        "log10_density",
+        "array",
+        "log10 of the density, floored at 1e-12 × its maximum",
+        per="point",
+    ),
     Detail("sigma2", "number", "variance of the smoothing kernel"),
     Detail("sigma2_convention", "string", "how sigma2 is chosen (Ghorbani et al. 2019)"),
     NUM_HVP,

@@ -255,13 +255,17 @@ NC_COMMON = (
     Detail("direction_note", "string", "why no direction is declared"),
 )
 NC1_RESULT = (
-    Detail("truncated", "number", "NC1 with Σ_B's pseudo-inverse truncated to its rank"),
-    Detail("trace_ratio", "number", "tr(Σ_W) / tr(Σ_B)"),
+    Detail(
+        "truncated",
+        "number",
+        "NC1 over the top C − 1 directions of Σ_B only (Han, Papyan & Donoho 2022)",
+    ),
+    Detail("trace_ratio", "number", "tr(Σ_W) / tr(Σ_B) (Tirer, Huang & Niles-Weston 2023)"),
     Detail("trace_sigma_w", "number", "tr(Σ_W), within-class covariance"),
     Detail("trace_sigma_b", "number", "tr(Σ_B), between-class covariance"),
-    Detail("rank_sigma_b", "integer", "numerical rank of Σ_B"),
+    Detail("rank_sigma_b", "integer", "directions of Σ_B kept by the pseudo-inverse rule"),
     Detail("feature_dim", "integer", "dimension of the penultimate features"),
-    Detail("class_counts", "array", "examples of each class in the sample", per="class"),
+    Detail("class_counts", "array", "examples of each class present in the sample", per="class"),
     *NC_COMMON,
 )
 
