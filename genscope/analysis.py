@@ -40,6 +40,7 @@ from genscope.errors import GenScopeError, ShapeMismatch
 from genscope.graph import affine_layers, homogeneity
 from genscope.io.checkpoints import LoadedModel, load_checkpoint, set_eval
 from genscope.io.datasets import Dataset, load_dataset
+from genscope.io.formats import FORMAT_TORCHSCRIPT
 from genscope.linalg.heap import retained_heap
 from genscope.measures.context import MIN_CHUNK_SIZE, AnalysisOptions, MeasureContext, ProgressFn
 from genscope.measures.registry import Measure, resolve_measures, resolve_params
@@ -177,7 +178,7 @@ def _as_loaded(
         return load_checkpoint(model, arch=arch, arch_config=arch_config)
     if isinstance(model, nn.Module):
         set_eval(model)
-        fmt = "torchscript" if isinstance(model, torch.jit.ScriptModule) else "module"
+        fmt = FORMAT_TORCHSCRIPT if isinstance(model, torch.jit.ScriptModule) else "module"
         return LoadedModel(model, fmt, sha256=_module_sha256(model))
     raise TypeError(f"cannot analyse a {type(model).__name__}")
 

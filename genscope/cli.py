@@ -23,12 +23,14 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from genscope.command_plugins import add_plugin_commands
+from genscope.command_plugins import PluginGroup, unavailable_command
 from genscope.console import err_console, fail, out_console
 from genscope.demo import DEMO_MEASURES
 from genscope.errors import BadArchitecture, BadParameter, GenScopeError
+from genscope.io.formats import suffix_summary
 
 app = typer.Typer(
+    cls=PluginGroup,  # the service's commands, loaded only when asked for
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -97,9 +99,7 @@ def _parse_arch_config(raw: str | None) -> dict[str, Any] | None:
 
 @app.command()
 def analyze(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="the checkpoint: .pt2, .safetensors, .pt/.pth/.bin")
-    ],
+    checkpoint: Annotated[Path, typer.Argument(help=f"the checkpoint: {suffix_summary()}")],
     data: Annotated[str, typer.Option("--data", help="dataset spec: digits, moons, npz:PATH, ...")],
     arch: Annotated[
         str | None, typer.Option(help="zoo architecture for weights-only files")
@@ -312,9 +312,9 @@ def demo(
     analyses, creates a comparison and prints its URL; then keeps serving until Ctrl-C (or exits
     with ``--exit``).
     """
-    if "serve" in UNAVAILABLE_COMMANDS:
-        service = UNAVAILABLE_COMMANDS["serve"].message
-        fail("not_installed", f"genscope demo starts the service, but {service}", 2)
+    service = unavailable_command("serve")
+    if service is not None:
+        fail("not_installed", f"genscope demo starts the service, but {service.message}", 2)
     with _user_errors():
         from genscope.demo import run_demo
 
@@ -454,10 +454,6 @@ def study(
                 "skipped: " + ", ".join(f"{s['id']} ({s['runs']} runs)" for s in result["skipped"])
             )
         out_console.print(f"study of {len(docs)} reports written to [bold]{out}[/]")
-
-
-UNAVAILABLE_COMMANDS = add_plugin_commands(app)
-"""The service's commands that cannot run here (their extra is not installed), by name."""
 
 
 def main() -> None:
