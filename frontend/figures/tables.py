@@ -95,7 +95,7 @@ def flatten_terms(terms: Any, prefix: str = "") -> list[tuple[str, Any]]:
             rows += flatten_terms(v, key + ".")
         elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
             for i, item in enumerate(v):
-                label = item.get("name", item.get("layer", i))
+                label = item["name"] if "name" in item else item.get("layer", i)
                 rows += flatten_terms(
                     {kk: vv for kk, vv in item.items() if kk not in ("name", "layer")},
                     f"{key}[{label}].",

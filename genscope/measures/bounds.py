@@ -99,6 +99,13 @@ def _widest(norms: list[Any]) -> int:
 # --- Bartlett, Foster & Telgarsky --------------------------------------------------------------
 
 
+GAMMA_CONVENTIONS = (
+    Detail("quantile", "number", "the quantile q"),
+    Detail("value", "number", "the q-quantile by linear interpolation (GenScope's rule)"),
+    Detail("rule", "string", "that rule"),
+    Detail("jiang", "number", "the ⌊qm⌋-th smallest margin (Jiang et al. 2020)"),
+    Detail("jiang_rule", "string", "that rule"),
+)
 BOUND_COMMON = (
     Detail("rigorous", "boolean", "whether the value is a bound with every constant known"),
     Detail("rigorous_reason", "string", "why it is or is not rigorous"),
@@ -114,8 +121,46 @@ SPECTRAL_BOUND_RESULT = (
     Detail(
         "terms",
         "object",
-        "the bound's terms: n, γ and its quantile and conventions, margin loss, R_A and its log, "
-        "‖X‖_F, width, the log terms and constants of Theorem 1.1",
+        "the terms of Theorem 1.1: value = margin_loss + constant_term + complexity_term + "
+        "confidence_term",
+        fields=(
+            Detail("n", "integer", "training examples"),
+            Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
+            Detail("margin_quantile", "number", "the quantile q"),
+            Detail(
+                "gamma_conventions",
+                "object",
+                "γ by both quantile rules (linear interpolation; Jiang et al.'s ⌊qm⌋-th smallest)",
+                fields=GAMMA_CONVENTIONS,
+            ),
+            Detail("margin_loss", "number", "fraction of training margins ≤ γ"),
+            Detail("delta", "number", "the confidence parameter δ"),
+            Detail("spectral_complexity", "number", "R_A (eq. 1.2); null if it overflows"),
+            Detail("log_spectral_complexity", "number", "ln R_A"),
+            Detail("log_product_of_spectral_norms", "number", "Σ_i ln ‖W_i‖₂"),
+            Detail("data_frobenius_norm", "number", "‖X‖_F of the training inputs"),
+            Detail("width", "integer", "the widest layer W"),
+            Detail("log_width_term", "number", "ln(2W)"),
+            Detail("log_n", "number", "ln n"),
+            Detail("constant_term", "number", "8 / n"),
+            Detail("confidence_term", "number", "3 sqrt(ln(2/δ) / (2n))"),
+            Detail(
+                "layers",
+                "array",
+                "per affine layer: ‖W‖₂ and ‖Wᵀ‖_{2,1}",
+                per="layer",
+                fields=(
+                    Detail("name", "string", "the layer"),
+                    Detail("spectral", "number", "‖W‖₂"),
+                    Detail("l21", "number", "‖Wᵀ‖_{2,1}"),
+                ),
+            ),
+            Detail(
+                "complexity_term",
+                "number",
+                "72 ‖X‖_F R_A ln(2W) ln n / (γ n); null if γ ≤ 0 or it overflows",
+            ),
+        ),
     ),
     *BOUND_COMMON,
 )
@@ -206,8 +251,30 @@ PACBAYES_SPECTRAL_RESULT = (
     Detail(
         "terms",
         "object",
-        "the bound's terms: m, γ and its conventions, margin loss, depth, width, input norm "
-        "bound B, log Π‖W‖₂², Σ‖W‖_F²/‖W‖₂², δ, KL and the slack of Theorem 1",
+        "the terms of Theorem 1: value = margin_loss + slack",
+        fields=(
+            Detail("m", "integer", "training examples"),
+            Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
+            Detail("margin_quantile", "number", "the quantile q"),
+            Detail(
+                "gamma_conventions",
+                "object",
+                "γ by both quantile rules (linear interpolation; Jiang et al.'s ⌊qm⌋-th smallest)",
+                fields=GAMMA_CONVENTIONS,
+            ),
+            Detail("margin_loss", "number", "fraction of training margins ≤ γ"),
+            Detail("delta", "number", "the confidence parameter δ"),
+            Detail("depth", "integer", "number of affine layers d"),
+            Detail("width", "integer", "the widest layer h"),
+            Detail("input_norm_bound", "number", "B = max_j ‖x_j‖₂"),
+            Detail("log_product_spectral_sq", "number", "Σ_i ln ‖W_i‖₂²"),
+            Detail("sum_frobenius_over_spectral_sq", "number", "Σ_i ‖W_i‖_F² / ‖W_i‖₂²"),
+            Detail("log_term", "number", "ln(6 d m / δ)"),
+            Detail("constant", "number", "the constant 42 of the KL term"),
+            Detail("kl", "number", "the KL term (null if γ ≤ 0 or it overflows)"),
+            Detail("log_kl", "number", "its logarithm"),
+            Detail("slack", "number", "4 sqrt((KL + log_term) / (m − 1))"),
+        ),
     ),
     *BOUND_COMMON,
     Detail("assumptions", "string", "the theorem's assumptions and how they are met"),
@@ -308,9 +375,35 @@ ALL_LAYER_BOUND_RESULT = (
     Detail(
         "terms",
         "object",
-        "the bound's terms: n, margin sample, correct examples, Σ C_i and per-layer C_i, "
-        "ln² n, δ, confidence term, training error, points, unconfirmed left out, "
-        "sqrt(mean 1/m_F²), complexity term",
+        "the terms of the bound: value = complexity_term + confidence_term + training_error",
+        fields=(
+            Detail("n", "integer", "training examples"),
+            Detail("margin_sample", "integer", "examples whose all-layer margin was computed"),
+            Detail("correct_in_sample", "integer", "correctly classified among them"),
+            Detail("sum_C", "number", "Σ_i C_i"),
+            Detail(
+                "layers",
+                "array",
+                "per affine layer: C_i = ‖W_i‖_{1,1} sqrt(ln(2 d_in d_out))",
+                per="layer",
+                fields=(
+                    Detail("name", "string", "the layer"),
+                    Detail("l11", "number", "‖W_i‖_{1,1}"),
+                    Detail("log_factor", "number", "sqrt(ln(2 d_in d_out))"),
+                    Detail("C", "number", "C_i"),
+                ),
+            ),
+            Detail("log_sq_n", "number", "ln² n"),
+            Detail("delta", "number", "the confidence parameter δ"),
+            Detail("confidence_term", "number", "(ln(1/δ) + ln n) / n"),
+            Detail("training_error", "number", "the training error"),
+            Detail("points", "array", "the perturbation points", per="layer"),
+            Detail(
+                "unconfirmed_left_out", "integer", "correct examples left out: no confirmed m_F"
+            ),
+            Detail("inverse_margin_rms", "number", "sqrt(mean 1/m_F²) over the correct examples"),
+            Detail("complexity_term", "number", "Σ C_i / √n · inverse_margin_rms · ln² n"),
+        ),
     ),
     *BOUND_COMMON,
 )
@@ -432,9 +525,27 @@ PACBAYES_SHARPNESS_RESULT = (
     Detail(
         "terms",
         "object",
-        "the bound's terms: σ and whether its search converged, m, prior mean, ‖w − w⁰‖², KL, "
-        "ln |grid|, ln(2√m/δ), the kl right-hand side, the Monte-Carlo posterior error with "
-        "its stderr and upper bound, draws, δ and δ_mc",
+        "the terms of the PAC-Bayes-kl bound: value = kl⁻¹(posterior_train_error_upper, kl_rhs)",
+        fields=(
+            Detail("sigma", "number", "σ of prior and posterior (the pacbayes_flatness search)"),
+            Detail("sigma_converged", "boolean", "whether that search converged"),
+            Detail("m", "integer", "training examples"),
+            Detail("prior_mean", "string", "the prior's mean: the init checkpoint or zero"),
+            Detail("distance_sq_to_prior_mean", "number", "‖w − w⁰‖²"),
+            Detail("kl", "number", "KL(Q‖P) = ‖w − w⁰‖² / (2σ²)"),
+            Detail("log_grid_size", "number", "ln(2^depth − 1), the union bound over the σ grid"),
+            Detail("log_confidence", "number", "ln(2√m / δ)"),
+            Detail("kl_rhs", "number", "(KL + ln(2√m/δ) + ln|grid|) / m"),
+            Detail("posterior_train_error_mc", "number", "Monte-Carlo training error of Q"),
+            Detail("posterior_train_error_mc_stderr", "number", "its standard error"),
+            Detail(
+                "posterior_train_error_upper", "number", "kl⁻¹ upper bound on Q's training error"
+            ),
+            Detail("mc_draws", "integer", "posterior draws"),
+            Detail("delta", "number", "the confidence parameter δ"),
+            Detail("delta_mc", "number", "the Monte-Carlo confidence parameter δ_mc"),
+            Detail("confidence", "number", "1 − δ − δ_mc"),
+        ),
     ),
     *BOUND_COMMON,
     Detail("bounds", "string", "what is bounded (the Gaussian posterior's error)"),
