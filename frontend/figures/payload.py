@@ -2,13 +2,17 @@
 order, with the tables, serialised with plotly's encoder.
 
 A figure is drawn when the report has its measure and the detail it plots; a report without
-them gives no figure; a report whose details depart from their declared shape raises (it is a
-bug of the engine or of a stored report, and the tests catch it).
+them gives no figure. A builder given details that depart from their declared shape raises (a
+bug of the engine or of a stored report, which the tests catch); the page assembly does not hide
+it, and does not fail the whole page for it either: the figure's card says it could not be drawn
+and why (:func:`_failed_spec`), the error is logged with its traceback, and the other figures and
+tables are served.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +58,8 @@ from frontend.figures.tables import (
     sharpness_rows,
 )
 
+log = logging.getLogger("genscope.dashboard")
+
 #: A comparison shows at most this many runs.
 MAX_COMPARE_RUNS = 20
 
@@ -82,6 +88,23 @@ class FigureSpec:
             "figure": self.figure.to_plotly_json(),
             **self.extra,
         }
+
+
+def _failed_spec(fid: str, section: str, description: str, exc: Exception) -> FigureSpec:
+    """The card of a figure whose builder raised: an empty figure and ``error`` saying why."""
+    log.error("figure %s could not be drawn", fid, exc_info=exc)
+    error = f"{type(exc).__name__}: {exc}"[:300]
+    return FigureSpec(fid, fid, section, go.Figure(), description, {"error": error})
+
+
+def _build(
+    fid: str, section: str, description: str, build: Callable[[], go.Figure | None]
+) -> FigureSpec | None:
+    try:
+        fig = build()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return _failed_spec(fid, section, description, exc)
+    return None if fig is None else _spec(fid, section, fig, description)
 
 
 #: (id, section, builder, description) of every run-page figure, in page order; the page
@@ -128,9 +151,9 @@ def run_figures(report: Report | None) -> list[FigureSpec]:
         return []
     specs = []
     for fid, section, builder, description in RUN_FIGURES:
-        fig = builder(report)
-        if fig is not None:
-            specs.append(_spec(fid, section, fig, description))
+        spec = _build(fid, section, description, lambda b=builder: b(report))
+        if spec is not None:
+            specs.append(spec)
     return specs
 
 
@@ -139,9 +162,9 @@ def compare_figures(runs: Sequence[Mapping[str, Any]]) -> list[FigureSpec]:
     runs = list(runs)[:MAX_COMPARE_RUNS]
     specs = []
     for fid, section, builder, description in COMPARE_FIGURES:
-        fig = builder(runs)
-        if fig is not None:
-            specs.append(_spec(fid, section, fig, description))
+        spec = _build(fid, section, description, lambda b=builder: b(runs))
+        if spec is not None:
+            specs.append(spec)
     return specs
 
 

@@ -333,6 +333,10 @@
         plot = $(".plot", card);
       }
       card._spec = spec;
+      if (spec.error) {  // the server could not draw it from this report: say so, draw nothing
+        clear(plot).appendChild(el("div", { class: "error-box" }, "This figure could not be drawn from the report: " + spec.error));
+        return;
+      }
       Plotly.react(plot, spec.figure.data, spec.figure.layout, plotConfig(spec));
     });
   }

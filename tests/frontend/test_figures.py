@@ -380,6 +380,25 @@ def test_a_detail_of_another_shape_than_declared_is_caught(
         builder(rep)
 
 
+def test_a_figure_that_cannot_be_drawn_says_so_and_the_page_still_serves(
+    full: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The page assembly neither hides a departure (as "no figure") nor fails the page: the
+    figure's card carries the error, it is logged, the other figures and tables are there."""
+    clean = F.run_payload({"report": full})
+    assert not [f["id"] for f in clean["figures"] if f.get("error")]  # the engine's report
+    rep = copy.deepcopy(full)
+    _set(("sharpness.sam", "rho_curve"), {"rho": [1], "value": [1, 2]})(rep)
+    with caplog.at_level("ERROR", logger="genscope.dashboard"):
+        payload = F.run_payload({"report": rep})
+    by_id = {f["id"]: f for f in payload["figures"]}
+    assert by_id["sharpness_curves"]["error"].startswith("ValueError")
+    assert "sharpness_curves" in caplog.text
+    assert {f["id"] for f in clean["figures"]} == set(by_id)
+    assert payload["measures"] == clean["measures"] and payload["bounds"] == clean["bounds"]
+    F.to_json(payload)  # still serialisable
+
+
 def test_compare_overlays_one_colour_per_run() -> None:
     runs = named_runs(4)
     fig = F.compare_margin_cdfs(runs)
