@@ -49,6 +49,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from frontend import figures
+from genscope.io.formats import accepted_suffixes, suffix_summary
 
 log = logging.getLogger("genscope.dashboard")
 
@@ -112,7 +113,14 @@ def render(template: str, **context: Any) -> str:
 
 def render_dashboard(csrf_token: str = "") -> str:
     """The home page: runs table and upload panel."""
-    return render("dashboard.html", page="runs", title="Runs", csrf_token=csrf_token)
+    return render(
+        "dashboard.html",
+        page="runs",
+        title="Runs",
+        csrf_token=csrf_token,
+        checkpoint_suffixes=suffix_summary(),  # the engine's format registry, not a copy
+        checkpoint_accept=",".join(accepted_suffixes()),
+    )
 
 
 def render_run_page(run_id: str, csrf_token: str = "") -> str:
@@ -353,6 +361,7 @@ try:
     from backend.api.deps import BlobsDep, CurrentUser, SessionDep
     from backend.core.errors import NotFound
     from backend.memo import SizedLRU
+    from backend.run_state import FINISHED, SUCCEEDED, Status
 except ImportError:  # pragma: no cover - the dashboard without the service
     crud = None  # type: ignore[assignment]
     log.warning("backend package unavailable: the dashboard's data routes are disabled")
@@ -395,7 +404,7 @@ if crud is not None:
             publics = [crud.run_public(run=r, blobs=blobs, with_report=True) for r in runs]
             return comparison_data(head, publics)
 
-        if any(r.status not in ("succeeded", "failed") for r in runs):
+        if any(r.status not in FINISHED for r in runs):
             return build()
         key = ("comparison", tuple(head.items()), tuple(_run_key(r) for r in runs))
         key += (tuple(r.checkpoint.name if r.checkpoint else None for r in runs),)
@@ -446,7 +455,7 @@ if crud is not None:
         user: CurrentUser,
         offset: int = Query(0, ge=0, le=2**31 - 1),
         limit: int = Query(RUNS_PAGE, ge=1, le=500),
-        status: Literal["queued", "running", "succeeded", "failed", ""] | None = None,
+        status: Status | Literal[""] | None = None,
     ) -> Response:
         """The runs table: the caller's runs (newest first) with their headline scalars."""
         runs, count = crud.list_runs(
@@ -474,7 +483,7 @@ if crud is not None:
         public["name"] = public.get("checkpoint_name") or run.id
         public["report_head"] = run.report_head
         out: dict[str, Any] = {"run": public, "payload": None}
-        if figures_ and run.status == "succeeded":
+        if figures_ and run.status == SUCCEEDED:
 
             def build() -> dict[str, Any]:
                 return figures.run_payload({"report": crud.run_report(run=run, blobs=blobs)})

@@ -168,3 +168,12 @@ def test_data_routes_need_a_token_when_auth_is_on(tmp_path: Path) -> None:
         answer = c.get("/ui/runs", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200 and answer.json()["count"] == 0
         assert c.get("/share/unknown").status_code == 404  # no token needed, still 404
+
+
+def test_the_upload_form_accepts_the_registered_checkpoint_formats() -> None:
+    """The file picker and its help come from the engine's format registry, not a copy."""
+    from genscope.io.formats import accepted_suffixes, suffix_summary
+
+    page = pages.render_dashboard()
+    assert f'accept="{",".join(accepted_suffixes())}"' in page
+    assert f'<div id="drop-help" class="muted small">{suffix_summary()}</div>' in page

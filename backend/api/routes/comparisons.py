@@ -12,6 +12,7 @@ from backend.api.deps import BlobsDep, CurrentUser, PageDep, SessionDep, Setting
 from backend.core.db import utcnow
 from backend.core.errors import error_responses
 from backend.models import Comparison
+from backend.run_state import SUCCEEDED
 from backend.schemas import (
     ComparisonCreate,
     ComparisonPublic,
@@ -145,7 +146,7 @@ def study_comparison(
     ``genscope.study/1``): Kendall τ-a per measure with bootstrap intervals (Jiang et al. 2020)."""
     comparison = crud.get_comparison(session, comparison_id=comparison_id, user=user)
     runs = [
-        r for r in crud.comparison_runs(session, comparison=comparison) if r.status == "succeeded"
+        r for r in crud.comparison_runs(session, comparison=comparison) if r.status == SUCCEEDED
     ]
     reports = [crud.run_report(run=r, blobs=blobs) for r in runs]
     pairs = [(r.id, rep) for r, rep in zip(runs, reports, strict=True) if rep is not None]
