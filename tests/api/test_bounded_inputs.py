@@ -1,4 +1,4 @@
-"""Bounded inputs (issue 14, part 4), on SQLite and PostgreSQL: multipart forms past their bounds
+"""Bounded inputs, on SQLite and PostgreSQL: multipart forms past their bounds
 answer 413 and leave nothing behind, while the API's memory stays small; memory-related measure
 parameters are capped; a lone surrogate anywhere answers 422 and never breaks the listings."""
 

@@ -1,4 +1,4 @@
-"""No trace of one user in another's answers (issue 14, part 6), on SQLite and PostgreSQL: a cached
+"""No trace of one user in another's answers, on SQLite and PostgreSQL: a cached
 report header is the run's own, an anonymous share view holds no ids and no worker name, share
 links die with their owner's access, and identical uploads give one row per user."""
 
