@@ -17,7 +17,7 @@ from backend.blobs import BlobStore
 from tests.conftest import upload_checkpoint
 from tests.hostile import Case, corpus, write_case
 
-#: Files that ran code or escaped the budgets before the allow-lists and the sandbox, uploaded too: a
+#: Files that ran code or escaped the budgets before the allow-lists and the sandbox, also: a
 #: higher-order operator and an I/O operator in a .pt2, TorchScript in a spelling a regex
 #: missed, pickle imports behind the memo, npz members without the .npy suffix, nested JSON.
 ISSUE_14 = (
