@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genscope.io.datasets import Dataset, from_arrays, load_dataset
+
 
 @dataclass
 class Case:
@@ -108,3 +110,22 @@ CASES: dict[str, Callable[..., Case]] = {
     "small_cnn": small_cnn,
     "linear": linear_classifier,
 }
+
+
+def first_examples(name: str, n: int) -> Dataset:
+    """The built-in dataset ``name`` cut to its first ``n`` training and test examples."""
+    d = load_dataset(name)
+    return from_arrays(
+        name, d.x_train[:n], d.y_train[:n], d.x_test[:n], d.y_test[:n], num_classes=d.num_classes
+    )
+
+
+def train_briefly(model: nn.Module, data: Dataset, steps: int = 60) -> nn.Module:
+    """A few full-batch Adam steps in train mode: positive margins, real BatchNorm statistics."""
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(data.x_train.float()), data.y_train).backward()
+        opt.step()
+    return model.eval()

@@ -117,6 +117,19 @@ BOUND_COMMON = (
     Detail("informative_below", "number", "the threshold: min(1 − 1/K, 1 − margin)"),
     Detail("informative_rule", "string", "the rule, with K"),
 )
+#: The terms every margin bound shares: γ, how it was taken, the margin loss at γ, and δ.
+MARGIN_TERMS = (
+    Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
+    Detail("margin_quantile", "number", "the quantile q"),
+    Detail(
+        "gamma_conventions",
+        "object",
+        "γ by both quantile rules (linear interpolation; Jiang et al.'s ⌊qm⌋-th smallest)",
+        fields=GAMMA_CONVENTIONS,
+    ),
+    Detail("margin_loss", "number", "fraction of training margins ≤ γ"),
+    Detail("delta", "number", "the confidence parameter δ"),
+)
 SPECTRAL_BOUND_RESULT = (
     Detail(
         "terms",
@@ -125,16 +138,7 @@ SPECTRAL_BOUND_RESULT = (
         "confidence_term",
         fields=(
             Detail("n", "integer", "training examples"),
-            Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
-            Detail("margin_quantile", "number", "the quantile q"),
-            Detail(
-                "gamma_conventions",
-                "object",
-                "γ by both quantile rules (linear interpolation; Jiang et al.'s ⌊qm⌋-th smallest)",
-                fields=GAMMA_CONVENTIONS,
-            ),
-            Detail("margin_loss", "number", "fraction of training margins ≤ γ"),
-            Detail("delta", "number", "the confidence parameter δ"),
+            *MARGIN_TERMS,
             Detail("spectral_complexity", "number", "R_A (eq. 1.2); null if it overflows"),
             Detail("log_spectral_complexity", "number", "ln R_A"),
             Detail("log_product_of_spectral_norms", "number", "Σ_i ln ‖W_i‖₂"),
@@ -254,16 +258,7 @@ PACBAYES_SPECTRAL_RESULT = (
         "the terms of Theorem 1: value = margin_loss + slack",
         fields=(
             Detail("m", "integer", "training examples"),
-            Detail("gamma", "number", "γ: the margin_quantile-quantile of the output margins"),
-            Detail("margin_quantile", "number", "the quantile q"),
-            Detail(
-                "gamma_conventions",
-                "object",
-                "γ by both quantile rules (linear interpolation; Jiang et al.'s ⌊qm⌋-th smallest)",
-                fields=GAMMA_CONVENTIONS,
-            ),
-            Detail("margin_loss", "number", "fraction of training margins ≤ γ"),
-            Detail("delta", "number", "the confidence parameter δ"),
+            *MARGIN_TERMS,
             Detail("depth", "integer", "number of affine layers d"),
             Detail("width", "integer", "the widest layer h"),
             Detail("input_norm_bound", "number", "B = max_j ‖x_j‖₂"),

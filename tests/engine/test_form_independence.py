@@ -23,11 +23,12 @@ from torch import nn
 
 from genscope import analyze
 from genscope.io.checkpoints import FORMAT_EXPORT, load_checkpoint
-from genscope.io.datasets import Dataset, from_arrays, load_dataset
+from genscope.io.datasets import Dataset
 from genscope.io.zoo import build_model
 from genscope.measures import registry
 from genscope.measures.context import AnalysisOptions
 from genscope.measures.registry import FORMS, Measure, all_measures
+from tests import cases
 
 N = 24
 OPTIONS = AnalysisOptions(dtype="float64", hessian_samples=N, margin_samples=N, batch_size=64)
@@ -80,24 +81,6 @@ class Net:
     other: Path  # the same architecture at another seed, as a program
 
 
-def _small(name: str) -> Dataset:
-    d = load_dataset(name)
-    return from_arrays(
-        name, d.x_train[:N], d.y_train[:N], d.x_test[:N], d.y_test[:N], num_classes=d.num_classes
-    )
-
-
-def _train(model: nn.Module, data: Dataset, steps: int = 60) -> nn.Module:
-    """A few full-batch Adam steps in train mode: positive margins, real BatchNorm statistics."""
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(data.x_train.float()), data.y_train).backward()
-        opt.step()
-    return model.eval()
-
-
 def _export(model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool = True) -> Path:
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic else None
     program = torch.export.export(model.eval(), (example,), dynamic_shapes=shapes)
@@ -110,9 +93,9 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Net]:
     root = tmp_path_factory.mktemp("forms")
     out = {}
     for name, (arch, config, dataset) in NETS.items():
-        data = _small(dataset)
+        data = cases.first_examples(dataset, N)
         torch.manual_seed(0)
-        module = _train(build_model(arch, config), data)
+        module = cases.train_briefly(build_model(arch, config), data)
         example = data.x_train[:2].float()
         st = root / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(st))
@@ -271,10 +254,10 @@ def test_smoothness_input_on_exported_mlp_equals_autograd(
 ) -> None:
     """The first layer is read at its graph node; a fixed-batch program (5, for 24 examples)
     runs in zero-padded chunks."""
-    data = _small("moons")
+    data = cases.first_examples("moons", N)
     torch.manual_seed(0)
     config = {"input_dim": 2, "widths": [6, 5], "num_classes": 2, "batchnorm": batchnorm}
-    module = _train(build_model("mlp", config), data)
+    module = cases.train_briefly(build_model("mlp", config), data)
     path = _export(module, data.x_train[:5].float(), tmp_path / "mlp.pt2", dynamic)
     r = analyze(str(path), data, ["smoothness.input"], options=OPTIONS).measures["smoothness.input"]
     assert r.status == "ok", r.details
@@ -285,7 +268,7 @@ def test_smoothness_input_on_exported_mlp_equals_autograd(
 
 
 def test_an_operation_the_view_cannot_interpret_is_refused() -> None:
-    data = _small("moons")
+    data = cases.first_examples("moons", N)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2)).eval()
     r = analyze(model, data, ["complexity.path_norm"], options=OPTIONS).measures

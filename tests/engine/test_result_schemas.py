@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from genscope import analyze
 from genscope.analysis import STRICT_SCHEMA_ENV, conform
-from genscope.io.datasets import Dataset, from_arrays, load_dataset
+from genscope.io.datasets import from_arrays
 from genscope.io.zoo import build_model
 from genscope.measures.context import AnalysisOptions
 from genscope.measures.registry import Measure, all_measures
@@ -51,23 +50,6 @@ FAST = {
 }
 
 
-def _small(name: str) -> Dataset:
-    d = load_dataset(name)
-    return from_arrays(
-        name, d.x_train[:N], d.y_train[:N], d.x_test[:N], d.y_test[:N], num_classes=d.num_classes
-    )
-
-
-def _train(model: nn.Module, data: Dataset, steps: int = 60) -> nn.Module:
-    opt = torch.optim.Adam(model.parameters(), lr=0.03)
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(data.x_train.float()), data.y_train).backward()
-        opt.step()
-    return model.eval()
-
-
 def _params(other: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for m in all_measures():
@@ -86,9 +68,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     ids = [m.id for m in all_measures()]
     out = {}
     for name, (arch, config, dataset) in NETS.items():
-        data = _small(dataset)
+        data = cases.first_examples(dataset, N)
         torch.manual_seed(0)
-        module = _train(build_model(arch, config), data)
+        module = cases.train_briefly(build_model(arch, config), data)
         torch.manual_seed(1)
         other = build_model(arch, config).eval()
         example = data.x_train[:2].float()
@@ -143,7 +125,7 @@ def test_every_measure_conforms_on_tiny_models(reports: dict[str, dict[str, Any]
 def test_per_example_values_carry_the_labels_of_their_sample(
     reports: dict[str, dict[str, Any]],
 ) -> None:
-    labels = _small("digits").y_train.tolist()
+    labels = cases.first_examples("digits", N).y_train.tolist()
     cnn = reports["cnn"]
     for mid in ("margin.output", "margin.all_layer", "margin.normalized", "margin.hidden"):
         assert cnn[mid]["labels"] == labels, mid
