@@ -19,24 +19,24 @@ Skipped, with the reason, when Chromium, its driver or selenium is missing
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.harness import (
+    console_errors,
+    figure_state,
+    httpx,
+    js,
+    screenshot,
+    wait_for,
+    wait_ready,
+)
+
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = os.environ.get("GENSCOPE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("GENSCOPE_CHROMEDRIVER", "/usr/bin/chromedriver")
-SHOTS = Path(os.environ.get("GENSCOPE_E2E_SCREENSHOTS", "/tmp/genscope-e2e"))
 XSS_NAME = '<img src=x onerror="window.__xss=1"><b>wide</b>'
 XSS_TITLE = "<script>window.__xss=2</script>Sweep & <i>friends</i>"
 MLP_CONFIG = {"input_dim": 64, "num_classes": 10}
@@ -46,75 +46,9 @@ FAST_MEASURES = ("margin.output", "margin.all_layer", "margin.normalized", "boun
 RADIUS_MEASURE = "sharpness.sam"
 RADIUS_PARAMS = {"steps": 2, "samples": 256}
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-httpx = pytest.importorskip("httpx")
-if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip(
-        f"headless Chromium not found ({CHROMIUM}, {CHROMEDRIVER}); "
-        "install it with: apt-get install -y chromium chromium-driver",
-        allow_module_level=True,
-    )
-
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from genscope.demo import free_port  # noqa: E402
-
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``genscope serve`` on a free port with a fresh data directory; stopped afterwards."""
-    data_dir = tmp_path_factory.mktemp("genscope-data")
-    port = free_port("127.0.0.1")
-    env = dict(os.environ, GENSCOPE_DATA_DIR=str(data_dir), GENSCOPE_AUTH="off")
-    log = (data_dir / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genscope.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the worker child is stopped with it
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"genscope serve exited ({proc.returncode}):\n{_tail(data_dir)}")
-            try:
-                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"genscope serve did not answer in 90 s:\n{_tail(data_dir)}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        _stop_group(proc)
-        log.close()
-
-
-def _tail(data_dir: Path) -> str:
-    path = data_dir / "serve.log"
-    return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-
-def _stop_group(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
@@ -148,53 +82,6 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _chrome(profile: Path) -> Any:
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={profile}",
-    ):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    return driver
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """The owner's browser (a fresh Chromium profile)."""
-    profile = Path(tempfile.mkdtemp(prefix="genscope-chrome-"))
-    driver = _chrome(profile)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture
-def fresh_browser() -> Iterator[Any]:
-    """Another profile: no cookies, storage or token of the owner's."""
-    profile = Path(tempfile.mkdtemp(prefix="genscope-chrome-anon-"))
-    driver = _chrome(profile)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def state() -> dict[str, Any]:
     """What one test leaves for the next (run ids, the comparison, its share link)."""
@@ -202,73 +89,6 @@ def state() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # stale elements while the page re-renders
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def js(driver: Any, script: str, *args: Any) -> Any:
-    return driver.execute_script(script, *args)
-
-
-def console_errors(driver: Any) -> list[str]:
-    """SEVERE browser log entries since the last call (console errors, failed loads)."""
-    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def screenshot(driver: Any, name: str, width: int = 1400) -> Path:
-    """A full-page screenshot (the window grown to the page's height)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    driver.set_window_size(width, 1000)
-    time.sleep(0.3)
-    height = js(driver, "return document.documentElement.scrollHeight")
-    driver.set_window_size(width, min(max(int(height) + 40, 800), 8000))
-    time.sleep(0.5)
-    path = SHOTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
-    return path
-
-
-def figure_state(driver: Any, fig_id: str) -> dict[str, Any]:
-    """How a plotly div rendered: traces, visible traces with points, SVG marks drawn."""
-    return js(
-        driver,
-        """
-        const gd = document.getElementById(arguments[0]);
-        if (!gd || !gd._fullData) return null;
-        const vis = gd._fullData.filter(t => t.visible === true);
-        return {
-          traces: gd.data.length,
-          visible: vis.length,
-          names: vis.map(t => t.name),
-          colors: vis.map(t => (t.line && t.line.color) || (t.marker && t.marker.color) || null),
-          svg: gd.querySelectorAll('svg.main-svg').length,
-          marks: gd.querySelectorAll('.plot path, .plot .point').length,
-        };
-        """,
-        fig_id,
-    )
-
-
-def wait_ready(driver: Any, timeout: float = 60) -> None:
-    wait_for(
-        lambda: js(driver, "return document.body.getAttribute('data-ready') === 'true'"),
-        timeout,
-        "the page's data",
-    )
 
 
 def api_upload(base: str, path: Path, name: str, width: int) -> str:
