@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from frontend.figures.common import Report, measure, measures_of, metric, num
-from frontend.figures.style import BAD, GOOD, MUTED, esc, run_color, style
+from frontend.figures.style import BAD, GOOD, MUTED, esc, log_axis, run_color, style
 
 #: The complexity measures whose ``layers`` carry each affine map's norms.
 NORM_MEASURES = ("complexity.spectral", "complexity.frobenius")
@@ -84,35 +84,86 @@ def bound_breakdown(report: Report) -> go.Figure | None:
     style(fig, "Bounds on the test error", "bound (log scale)", None, legend=False)
     positive = [v for v in values if v > 0] + ([test_error] if test_error else []) + [1.0]
     lo, hi = min(positive), max(positive)
-    fig.update_xaxes(type="log", range=[math.log10(lo) - 0.5, math.log10(hi) + 0.3])
+    fig.update_xaxes(**log_axis(positive), range=[math.log10(lo) - 0.5, math.log10(hi) + 0.3])
     fig.update_layout(height=max(240, 80 + 44 * len(bounds)), margin={"l": 140})
     return fig
 
 
+#: What each per-layer norm is, for a linear layer and for a convolution (genscope.norms).
+NORM_OBJECTS: dict[str, tuple[str, str, str]] = {
+    # key: (legend label, linear layer, convolution)
+    "spectral": (
+        "‖·‖₂ operator norm",
+        "operator norm (largest singular value) of the weight matrix",
+        "operator norm of the convolution at its input shape (padding, stride included)",
+    ),
+    "frobenius": (
+        "‖·‖_F Frobenius norm",
+        "Frobenius norm of the weight matrix",
+        "Frobenius norm of the kernel",
+    ),
+}
+
+#: The one-line note under the per-layer norms figure when a layer is a convolution.
+CONV_NORM_NOTE = (
+    "A convolution's operator norm can exceed its kernel's Frobenius norm: they are norms of "
+    "different objects; ‖conv‖₂ ≤ √(k·k′)·‖K‖_F for a k×k′ kernel (Sedghi et al. 2019, "
+    '"The Singular Values of Convolutional Layers", Thm. 6, with Cauchy–Schwarz over the taps)'
+)
+#: The same, short enough for the figure's subtitle (two lines).
+CONV_NORM_SUBTITLE = (
+    "conv: operator norm of the convolution at its input shape; Frobenius norm of the kernel",
+    "different objects: ‖conv‖₂ ≤ √(k·k′)·‖K‖_F, may exceed ‖K‖_F (Sedghi et al. 2019, Thm. 6)",
+)
+#: The note when every layer is linear: the two norms of one matrix.
+LINEAR_NORM_NOTE = "Both norms are of the same weight matrix: ‖W‖₂ ≤ ‖W‖_F ≤ √rank·‖W‖₂"
+
+
 def complexity_layers(report: Report) -> go.Figure | None:
-    """Per-layer norms behind the norm-based complexity measures and bounds: spectral and
-    Frobenius norm of each affine map, BatchNorm folded (``layers``: name, spectral,
-    frobenius)."""
-    rows: dict[str, dict[str, float | None]] = {}
+    """Per-layer norms behind the norm-based complexity measures and bounds: the operator
+    norm and the Frobenius norm of each affine map, BatchNorm folded (``layers``: name, kind,
+    spectral, frobenius), each bar saying which object its norm is of (:data:`NORM_OBJECTS`):
+    for a convolution, the operator at its input shape and the kernel, which is why the first
+    can exceed the second (:data:`CONV_NORM_NOTE`)."""
+    rows: dict[str, dict[str, Any]] = {}
     for mid in NORM_MEASURES:
         m = measure(report, mid)
         for item in (m.get("layers") or []) if m else []:
-            row = rows.setdefault(str(item["name"]), {})
+            row = rows.setdefault(str(item["name"]), {"kind": str(item.get("kind") or "")})
             for key in ("spectral", "frobenius"):
                 if num(item[key]) is not None:
                     row[key] = num(item[key])
     if not rows:
         return None
     names = list(rows)
+    conv = [rows[n]["kind"].startswith("conv") for n in names]
     fig = go.Figure()
-    for i, (key, label) in enumerate((("spectral", "spectral norm"), ("frobenius", "Frobenius"))):
+    for i, (key, (label, linear_obj, conv_obj)) in enumerate(NORM_OBJECTS.items()):
         ys = [rows[n].get(key) for n in names]
         if any(v is not None for v in ys):
             fig.add_trace(
-                go.Bar(x=[esc(n) for n in names], y=ys, name=label, marker={"color": run_color(i)})
+                go.Bar(
+                    x=[esc(n) for n in names],
+                    y=ys,
+                    name=label,
+                    marker={"color": run_color(i)},
+                    hovertext=[
+                        esc(f"{rows[n]['kind'] or 'layer'}: {conv_obj if c else linear_obj}")
+                        for n, c in zip(names, conv, strict=True)
+                    ],
+                    hovertemplate="%{x}: %{y:.4g}<br>%{hovertext}<extra></extra>",
+                )
             )
     if not fig.data:
         return None
     style(fig, "Per-layer norms", "layer", "norm")
-    fig.update_layout(barmode="group")
+    lines = CONV_NORM_SUBTITLE if any(conv) else (LINEAR_NORM_NOTE,)
+    fig.update_layout(
+        barmode="group",
+        title_subtitle={
+            "text": "<br>".join(esc(line) for line in lines),
+            "font": {"size": 10, "color": MUTED},
+        },
+        margin={"t": 48 + 14 * len(lines)},
+    )
     return fig

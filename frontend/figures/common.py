@@ -71,3 +71,22 @@ def metric(report: Report | None, key: str) -> float | None:
         acc = num(metrics.get(key.replace("error", "accuracy")))
         value = None if acc is None else 1.0 - acc
     return value
+
+
+def missing_reason(entry: Any) -> str:
+    """Why a measure shows no value, in one line: not computed, failed (its error), skipped
+    (its ``reason``), or computed with no finite value (its ``reason``).
+
+    >>> missing_reason(None), missing_reason({"status": "skipped", "reason": "needs init"})
+    ('not computed in this run', 'skipped: needs init')
+    """
+    if not isinstance(entry, Mapping):
+        return "not computed in this run"
+    status = entry.get("status", "ok") or "ok"
+    err = mapping(entry.get("error"))
+    why = str(entry.get("reason") or err.get("message") or err.get("code") or "")
+    if status == "failed":
+        return f"failed: {why}" if why else "failed"
+    if status == "skipped":
+        return f"skipped: {why}" if why else "skipped"
+    return why or "no finite value"

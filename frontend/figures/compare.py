@@ -13,10 +13,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from frontend.figures.bounds import bounds_of
-from frontend.figures.common import measure, metric, num
+from frontend.figures.common import measure, measures_of, metric, missing_reason, num
 from frontend.figures.curvature import density_curve, top_eigenvalues
 from frontend.figures.margins import MARGIN_KINDS, margin_values
 from frontend.figures.style import (
+    BAD,
     HIST_BINS,
     MENU_TOP,
     MUTED,
@@ -26,8 +27,10 @@ from frontend.figures.style import (
     f32,
     kind_menu,
     line_budget,
+    log_axis,
     run_color,
     style,
+    trace_values,
 )
 from frontend.figures.tables import gap_correlations, scalar_table
 from frontend.stats import ecdf, histogram_density, shared_edges
@@ -140,7 +143,7 @@ def compare_spectral_density(runs: Runs) -> go.Figure | None:
     if not fig.data:
         return None
     style(fig, "Hessian spectral densities", "eigenvalue λ", "density (log)", height=400)
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_yaxes(**log_axis(trace_values(fig, "y")))
     return fig
 
 
@@ -169,34 +172,70 @@ def compare_eigenvalues(runs: Runs) -> go.Figure | None:
     style(fig, "Top Hessian eigenvalues", "rank", "eigenvalue")
     fig.update_xaxes(dtick=1)
     if all_positive(all_values):
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**log_axis(all_values))
     return fig
 
 
 def compare_bounds(runs: Runs) -> go.Figure | None:
-    """Each bound per run (grouped bars, log scale), one colour per run."""
+    """Each bound per run (grouped bars, log scale), one colour per run. A run without a
+    value for a bound keeps its place: a short hatched bar marked "no value", the reason
+    (not computed, skipped, failed, not finite) on hover."""
     ids = sorted({mid for r in runs for mid, _ in bounds_of(r.get("report") or {})})
     if not ids:
         return None
-    fig = go.Figure()
-    for i, run in enumerate(runs):
+    labels = [esc(mid.removeprefix("bound.")) for mid in ids]
+    table = []
+    for run in runs:
         values = []
         for mid in ids:
             m = measure(run.get("report"), mid)
             values.append(num(m.get("value")) if m else None)
+        table.append(values)
+    shown = [v for values in table for v in values if v is not None and v > 0]
+    lo, hi = min([*shown, 1.0]), max([*shown, 1.0])
+    stub = 10 ** (math.log10(lo) - 0.25)  # the "no value" bar: short, left of every value
+    fig = go.Figure()
+    for i, (run, values) in enumerate(zip(runs, table, strict=True)):
+        name = esc(run_label(run, i))
         fig.add_trace(
             go.Bar(
-                y=[esc(mid.removeprefix("bound.")) for mid in ids],
+                y=labels,
                 x=values,
                 orientation="h",
-                name=esc(run_label(run, i)),
+                name=name,
                 legendgroup=f"run{i}",
+                offsetgroup=f"run{i}",
                 marker={"color": run_color(i)},
+                hovertemplate="%{y}: %{x:.4g}<extra>%{fullData.name}</extra>",
             )
         )
+        missing = [k for k, v in enumerate(values) if v is None]
+        if missing:
+            entries = measures_of(run.get("report"))
+            fig.add_trace(
+                go.Bar(
+                    y=[labels[k] for k in missing],
+                    x=[stub] * len(missing),
+                    orientation="h",
+                    name=f"{name}: no value",
+                    legendgroup=f"run{i}",
+                    offsetgroup=f"run{i}",
+                    showlegend=False,
+                    marker={
+                        "color": "white",
+                        "line": {"color": run_color(i), "width": 1},
+                        "pattern": {"shape": "/", "fgcolor": run_color(i), "size": 6},
+                    },
+                    text=["no value"] * len(missing),
+                    textposition="outside",
+                    textfont={"color": MUTED, "size": 10},
+                    hovertext=[esc(missing_reason(entries.get(ids[k]))) for k in missing],
+                    hovertemplate="%{y}: no value<br>%{hovertext}<extra>" + name + "</extra>",
+                )
+            )
     fig.add_vline(x=1, line={"color": MUTED, "dash": "dot", "width": 1})
     style(fig, "Bounds on the test error", "bound (log scale)", None)
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(**log_axis([lo, hi]), range=[math.log10(lo) - 0.5, math.log10(hi) + 0.4])
     fig.update_layout(
         barmode="group", height=max(260, 100 + 26 * len(ids) * len(runs)), margin={"l": 140}
     )
@@ -205,8 +244,10 @@ def compare_bounds(runs: Runs) -> go.Figure | None:
 
 def gap_scatter(runs: Runs, max_panels: int = 24) -> go.Figure | None:
     """Each measure against the measured generalization gap, one panel per measure with its
-    Kendall τ-a in the panel title (strongest first; measures equal in every run left out);
-    one colour per run. Needs three runs or more."""
+    Kendall τ-a, its bootstrap interval and the run count in the panel title (strongest
+    first; measures equal in every run left out), the notes of :func:`gap_correlations` (too
+    few runs, runs of different architectures or datasets) under the title; one colour per
+    run. Needs three runs or more."""
     if len(runs) < 3:
         return None
     rows_by_key = {row["key"]: row for row in scalar_table(runs)}
@@ -223,12 +264,7 @@ def gap_scatter(runs: Runs, max_panels: int = 24) -> go.Figure | None:
     gaps = [metric(r.get("report"), "generalization_gap") for r in runs]
     ncols = min(3, len(corr))
     nrows = math.ceil(len(corr) / ncols)
-    titles = [
-        f"{esc(c['key'])}<br>τ = {c['tau']:+.2f} (n={c['n']})"
-        if c["tau"] is not None
-        else esc(c["key"])
-        for c in corr
-    ]
+    titles = [f"{esc(c['key'])}<br>{esc(c['label'])}" for c in corr]
     fig = make_subplots(
         rows=nrows,
         cols=ncols,
@@ -267,6 +303,11 @@ def gap_scatter(runs: Runs, max_panels: int = 24) -> go.Figure | None:
             col=1,
         )
     style(fig, "Measures vs generalization gap (Kendall τ-a)", None, None)
+    notes = list(dict.fromkeys(note for c in corr for note in c["notes"]))
+    if notes:
+        fig.update_layout(
+            title_subtitle={"text": esc("; ".join(notes)), "font": {"size": 11, "color": BAD}}
+        )
     fig.update_yaxes(title_text="gap", col=1)
     fig.update_annotations(font_size=11)
     fig.update_layout(height=150 + 260 * nrows, margin={"t": 96})

@@ -16,8 +16,10 @@ from frontend.figures.style import (
     all_positive,
     esc,
     f32,
+    log_axis,
     run_color,
     style,
+    trace_values,
 )
 from frontend.stats import downsample_indices
 
@@ -64,7 +66,7 @@ def hessian_eigenvalues(report: Report) -> go.Figure | None:
     style(fig, "Top eigenvalues", "rank", "eigenvalue")
     fig.update_xaxes(dtick=1)
     if all_positive(all_values):
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**log_axis(all_values))
     low_m = measure(report, "hessian.min_eigenvalue")
     low = num(low_m.get("value")) if low_m else None
     if low is not None:
@@ -147,7 +149,7 @@ def hessian_density(report: Report) -> go.Figure | None:
     if not fig.data:
         return None
     style(fig, "Spectral density", "eigenvalue λ", "density (log)")
-    fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_yaxes(**log_axis(trace_values(fig, "y")))
     return fig
 
 
@@ -171,7 +173,7 @@ def layer_spectra(report: Report) -> go.Figure | None:
     style(fig, "Per-layer Hessian blocks", "layer", "value")
     fig.update_layout(barmode="group")
     if all_positive(series):
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**log_axis(series))
     return fig
 
 
@@ -197,5 +199,5 @@ def ntk_spectrum(report: Report) -> go.Figure | None:
     )
     style(fig, "Empirical NTK spectrum", "rank", "eigenvalue", legend=False)
     if all_positive(values):
-        fig.update_yaxes(type="log", exponentformat="power")
+        fig.update_yaxes(**log_axis(values))
     return fig

@@ -8,7 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from frontend.figures.common import Report, measure, num, numbers
-from frontend.figures.style import MUTED, all_positive, esc, run_color, style
+from frontend.figures.style import MUTED, all_positive, esc, log_axis, run_color, style
 
 #: The sharpness measures defined by a radius, which record their ρ sweep (``rho_curve``).
 RADIUS_MEASURES = (
@@ -75,9 +75,9 @@ def sharpness_curves(report: Report) -> go.Figure | None:
         return None
     style(fig, "Sharpness vs radius ρ", "ρ", "sharpness")
     if all_positive(xs_all):
-        fig.update_xaxes(type="log")
+        fig.update_xaxes(**log_axis(xs_all))
     if all_positive(ys_all):
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**log_axis(ys_all))
     return fig
 
 

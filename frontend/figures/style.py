@@ -89,6 +89,66 @@ def all_positive(values: Sequence[float | None]) -> bool:
     return bool(vs) and all(v > 0 for v in vs)
 
 
+#: Tick format of a log axis spanning few decades: every tick prints its value (61.9, 0.002,
+#: 5e-7), where plotly's default labels the ticks between powers of ten by their first digit
+#: alone ("2", "5").
+LOG_TICKFORMAT = "~g"
+#: A log axis spanning more decades than this gets one labelled tick per decade (or per few
+#: decades) written as a power of ten, with unlabelled minor ticks in between.
+WIDE_LOG_DECADES = 4.0
+
+
+def log_decades(values: Sequence[float | None] | Any) -> float:
+    """How many decades the positive finite numbers of ``values`` span (0 when fewer than
+    two)."""
+    vs = [float(v) for v in np.ravel(np.asarray(values, dtype=object)) if _positive(v)]
+    if len(vs) < 2:
+        return 0.0
+    return float(np.log10(max(vs) / min(vs)))
+
+
+def _positive(v: Any) -> bool:
+    if v is None or isinstance(v, bool):
+        return False
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(f)) and f > 0
+
+
+def log_axis(values: Sequence[float | None] | Any = ()) -> dict[str, Any]:
+    """Settings of a log axis whose tick labels read as numbers, for ``update_xaxes`` /
+    ``update_yaxes``: up to ``WIDE_LOG_DECADES`` decades, plotly's ticks (1, 2, 5 per decade)
+    printed in full by ``LOG_TICKFORMAT``; beyond, ``dtick`` whole decades (one per decade up
+    to 8 decades, then every ⌈span/8⌉) labelled ``10ⁿ`` (``exponentformat="power"``), with the
+    1…9 multiples as unlabelled minor ticks when every decade is labelled. Plotly never labels
+    minor ticks, so the "2"/"5" digit labels cannot come back."""
+    span = log_decades(values)
+    if span <= WIDE_LOG_DECADES:
+        return {"type": "log", "tickformat": LOG_TICKFORMAT, "exponentformat": "power"}
+    step = max(1, int(np.ceil(span / 8)))
+    settings: dict[str, Any] = {
+        "type": "log",
+        "dtick": step,
+        "tickformat": "",
+        "exponentformat": "power",
+    }
+    if step == 1:
+        settings["minor"] = {"dtick": "D1", "ticks": "outside", "ticklen": 3, "showgrid": False}
+    return settings
+
+
+def trace_values(fig: go.Figure, axis: str) -> list[Any]:
+    """Every ``x`` or ``y`` value of the figure's traces (to size a log axis by its data)."""
+    out: list[Any] = []
+    for trace in fig.data:
+        values = getattr(trace, axis, None)
+        if values is not None:
+            out.extend(np.ravel(np.asarray(values, dtype=object)).tolist())
+    return out
+
+
 def style(
     fig: go.Figure,
     title: str = "",
@@ -157,9 +217,15 @@ def menu(buttons: list[dict[str, Any]], x: float) -> dict[str, Any]:
 
 
 def axis_menu(axes: Sequence[str], x: float, label: str = "x") -> dict[str, Any]:
-    """Linear / log buttons for the given axes (``xaxis``, ``yaxis2``...)."""
-    lin = {f"{a}.type": "linear" for a in axes}
-    log = {f"{a}.type": "log" for a in axes}
+    """Linear / log buttons for the given axes (``xaxis``, ``yaxis2``...); the log button
+    prints the ticks' values (``LOG_TICKFORMAT``)."""
+    # each button also resets the ticks: a log axis's whole-decade dtick would be absurd on a
+    # linear one, and plotly's default log labels print a lone digit between powers of ten
+    lin: dict[str, Any] = {}
+    log: dict[str, Any] = {}
+    for a in axes:
+        lin.update({f"{a}.type": "linear", f"{a}.dtick": None, f"{a}.tickformat": None})
+        log.update({f"{a}.type": "log", f"{a}.dtick": None, f"{a}.tickformat": LOG_TICKFORMAT})
     return menu(
         [
             {"label": f"linear {label}", "method": "relayout", "args": [lin]},

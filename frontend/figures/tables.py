@@ -1,6 +1,7 @@
 """The dashboard's tables: every measure of a run, its sharpness and bound rows, the headline
 scalars of the runs table, and the side-by-side scalar table of a comparison with each
-measure's Kendall τ-a against the generalization gap."""
+measure's Kendall τ-a against the generalization gap, with its bootstrap interval, the run
+count and what the runs' population cannot tell apart."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any
 
 from frontend.figures.bounds import bound_verdict, bounds_of, is_vacuous
 from frontend.figures.common import Report, mapping, measure, measures_of, metric, num
-from frontend.stats import kendall_tau_a
+from frontend.stats import (
+    MIN_RUNS_TO_RANK,
+    format_tau,
+    kendall_tau_a,
+    kendall_tau_interval,
+)
+
+#: The note on a rank correlation over fewer than ``MIN_RUNS_TO_RANK`` runs.
+TOO_FEW_RUNS = "too few runs to rank measures"
 
 #: Metrics shown in scalar tables: (key, label, direction).
 METRIC_ROWS: tuple[tuple[str, str, str | None], ...] = (
@@ -142,15 +151,22 @@ def headline_scalars(report: Report | None) -> dict[str, float | None]:
     return out
 
 
-def _best(values: Sequence[float | None], direction: str | None) -> list[int]:
+def _best(
+    values: Sequence[float | None],
+    direction: str | None,
+    vacuous: Sequence[bool] | None = None,
+) -> list[int]:
     """Indices of the best values by ``direction``; empty when the direction is unknown,
-    fewer than two values exist or all are equal."""
+    fewer than two values exist, all are equal, or the best value is vacuous (``vacuous[i]``:
+    the run's bound says nothing, :func:`~frontend.figures.bounds.is_vacuous`)."""
     present = [(i, v) for i, v in enumerate(values) if v is not None]
     if direction not in ("higher_is_better", "lower_is_better") or len(present) < 2:
         return []
     pick = max if direction == "higher_is_better" else min
     top = pick(v for _, v in present)
     best = [i for i, v in present if v == top]
+    if vacuous is not None and any(vacuous[i] for i in best):
+        return []
     return [] if len(best) == len(present) else best
 
 
@@ -159,7 +175,9 @@ def scalar_table(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     Each row: ``key``, ``label``, ``direction``, ``values`` (one per run, ``None`` where
     missing) and ``best`` (the indices of the best runs by the row's direction; empty when the
-    direction is unknown or fewer than two runs have a value).
+    direction is unknown, fewer than two runs have a value, or the best value is a vacuous
+    bound). Bound rows also carry ``vacuous`` (one flag per run) and, when no run is marked
+    best for that reason, ``note``: ``"all vacuous"`` (every value is) or ``"best is vacuous"``.
     """
     reports = [r.get("report") for r in runs]
     rows: list[dict[str, Any]] = []
@@ -180,15 +198,83 @@ def scalar_table(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if any(v is not None for v in values):
             rows.append({"key": mid, "label": mid, "direction": directions[mid], "values": values})
     for row in rows:
-        row["best"] = _best(row["values"], row["direction"])
+        vacuous = _vacuous_flags(reports, row["key"])
+        row["best"] = _best(row["values"], row["direction"], vacuous)
+        if vacuous is not None:
+            row["vacuous"] = vacuous
+            present = [i for i, v in enumerate(row["values"]) if v is not None]
+            if present and all(vacuous[i] for i in present):
+                row["note"] = "all vacuous"
+            elif any(vacuous[i] for i in _best(row["values"], row["direction"])):
+                row["note"] = "best is vacuous"
     return rows
+
+
+def _vacuous_flags(reports: Sequence[Any], key: str) -> list[bool] | None:
+    """For a bound's row, whether each run's value is vacuous (the measure's ``vacuous`` flag,
+    else value ≥ 1: a bound on an error in [0, 1]); ``None`` for rows that are not bounds."""
+    if not key.startswith("bound."):
+        return None
+    flags = []
+    for rep in reports:
+        entry = measure(rep, key)
+        flags.append(bool(entry) and num(entry.get("value")) is not None and is_vacuous(entry))
+    return flags
+
+
+def _architecture(report: Any) -> Any:
+    """What identifies a run's architecture: its declared ``arch`` (and config), else the kinds
+    and shapes of its affine layers; ``None`` when the report has no model block."""
+    model = mapping(mapping(report).get("model"))
+    if not model:
+        return None
+    if model.get("arch"):
+        return ("arch", str(model["arch"]), repr(model.get("arch_config")))
+    layers = model.get("layers") or []
+    return (
+        "layers",
+        tuple((str(x.get("kind")), repr(x.get("shape"))) for x in layers if isinstance(x, Mapping)),
+    )
+
+
+def _dataset(report: Any) -> str | None:
+    name = mapping(mapping(report).get("data")).get("name")
+    return None if name is None else str(name)
+
+
+def population_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a rank correlation across these runs cannot tell apart: runs of different
+    architectures or datasets (read from the reports' ``model`` and ``data`` blocks). Jiang et
+    al. (2020, §4) rank measures over runs that differ in one hyperparameter at a time."""
+    reports = [r.get("report") for r in runs]
+    notes = []
+    archs = {a for a in (_architecture(rep) for rep in reports) if a is not None}
+    if len(archs) > 1:
+        notes.append(
+            "the runs differ in architecture: τ mixes the effect of the architecture with the "
+            "measure's"
+        )
+    datasets = {d for d in (_dataset(rep) for rep in reports) if d is not None}
+    if len(datasets) > 1:
+        notes.append(
+            "the runs differ in dataset (" + ", ".join(sorted(datasets)) + "): gaps on different "
+            "data are not comparable"
+        )
+    return notes
 
 
 def gap_correlations(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Kendall τ-a of each measure with the generalization gap across the runs (Jiang et al.
-    2020, eq. 3), for measures with a value in at least three runs that also have a gap."""
+    2020, eq. 3), for measures with a value in at least three runs that also have a gap.
+
+    Each row: ``key``, ``direction``, ``tau``, ``interval`` (a 95 % percentile bootstrap
+    interval over the runs, :func:`~frontend.stats.kendall_tau_interval`), ``n`` (runs used),
+    ``label`` (``"τ = 0.33 [−0.67, 0.67], n = 3 runs"``) and ``notes``: "too few runs to rank
+    measures" when n < 5, and :func:`population_notes`.
+    """
     gaps = [metric(r.get("report"), "generalization_gap") for r in runs]
     metric_keys = {k for k, _, _ in METRIC_ROWS}
+    shared = population_notes(runs)
     out = []
     for row in scalar_table(runs):
         if row["key"] in metric_keys:
@@ -200,6 +286,19 @@ def gap_correlations(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         ]
         if len(pairs) < 3:
             continue
-        tau = kendall_tau_a([p[0] for p in pairs], [p[1] for p in pairs])
-        out.append({"key": row["key"], "direction": row["direction"], "tau": tau, "n": len(pairs)})
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+        tau = kendall_tau_a(xs, ys)
+        interval = kendall_tau_interval(xs, ys)
+        notes = ([TOO_FEW_RUNS] if len(pairs) < MIN_RUNS_TO_RANK else []) + shared
+        out.append(
+            {
+                "key": row["key"],
+                "direction": row["direction"],
+                "tau": tau,
+                "interval": list(interval) if interval is not None else None,
+                "n": len(pairs),
+                "label": format_tau(tau, interval, len(pairs)),
+                "notes": notes,
+            }
+        )
     return out
