@@ -37,6 +37,7 @@ from frontend.figures.curvature import (
     layer_spectra,
     ntk_spectrum,
 )
+from frontend.figures.help import figure_help
 from frontend.figures.landscape import landscape_1d, landscape_2d
 from frontend.figures.margins import (
     hidden_margins,
@@ -77,6 +78,7 @@ class FigureSpec:
     figure: go.Figure
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    help: dict[str, str] | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-ready dict; the figure as plotly's own JSON structure."""
@@ -86,6 +88,7 @@ class FigureSpec:
             "section": self.section,
             "description": self.description,
             "figure": self.figure.to_plotly_json(),
+            **({"help": self.help} if self.help else {}),
             **self.extra,
         }
 
@@ -98,13 +101,24 @@ def _failed_spec(fid: str, section: str, description: str, exc: Exception) -> Fi
 
 
 def _build(
-    fid: str, section: str, description: str, build: Callable[[], go.Figure | None]
+    fid: str,
+    section: str,
+    description: str,
+    build: Callable[[], go.Figure | None],
+    report: Report | None = None,
 ) -> FigureSpec | None:
+    """The spec of one figure with its ``help`` (:func:`~frontend.figures.help.figure_help`;
+    with a run's ``report``, the sample its measure used)."""
     try:
         fig = build()
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        return _failed_spec(fid, section, description, exc)
-    return None if fig is None else _spec(fid, section, fig, description)
+        spec = _failed_spec(fid, section, description, exc)
+    else:
+        if fig is None:
+            return None
+        spec = _spec(fid, section, fig, description)
+    spec.help = figure_help(fid, spec.title, report)
+    return spec
 
 
 #: (id, section, builder, description) of every run-page figure, in page order; the page
@@ -151,7 +165,7 @@ def run_figures(report: Report | None) -> list[FigureSpec]:
         return []
     specs = []
     for fid, section, builder, description in RUN_FIGURES:
-        spec = _build(fid, section, description, lambda b=builder: b(report))
+        spec = _build(fid, section, description, lambda b=builder: b(report), report)
         if spec is not None:
             specs.append(spec)
     return specs

@@ -290,6 +290,25 @@
 
   /** Draw (or update, keeping zoom: fixed uirevision) every figure of a payload. */
   function renderFigures(root, specs) {
+    /** The spec's help (plain text, contract "Help next to figures") as a "How to read this"
+     * disclosure under the figure; kept open across redraws, replaced when the text changes. */
+    function figureHelp(card, help) {
+      var box = $(".figure-help", card);
+      if (!help || !help.text) {
+        if (box) box.remove();
+        return;
+      }
+      var key = [help.title, help.text, help.source, help.anchor].join("\u0000");
+      if (box && box._key === key) return;
+      var open = box ? box.open : false;
+      var parts = [el("summary", null, "How to read this"), el("p", null, help.text)];
+      if (help.source) parts.push(el("p", { class: "muted small" }, "Source: " + help.source));
+      if (help.anchor) parts.push(el("p", { class: "small" }, el("a", { href: "/help#" + encodeURIComponent(help.anchor) }, "About " + help.anchor)));
+      var fresh = el.apply(null, ["details", { class: "figure-help", open: open }].concat(parts));
+      fresh._key = key;
+      if (box) box.replaceWith(fresh);
+      else card.appendChild(fresh);
+    }
     if (!window.Plotly) {
       root.appendChild(el("div", { class: "error-box" }, "plotly.js did not load: figures cannot be drawn."));
       return;
@@ -332,6 +351,7 @@
       } else {
         plot = $(".plot", card);
       }
+      figureHelp(card, spec.help);
       card._spec = spec;
       if (spec.error) {  // the server could not draw it from this report: say so, draw nothing
         clear(plot).appendChild(el("div", { class: "error-box" }, "This figure could not be drawn from the report: " + spec.error));

@@ -120,11 +120,14 @@
       t.appendChild(el("thead", null, hr));
       var body = el("tbody");
       (data.table || []).forEach(function (row) {
-        var tr = el("tr", null, el("td", { class: "mono" }, row.label), el("td", null, row.direction === "higher_is_better" ? "↑" : row.direction === "lower_is_better" ? "↓" : ""));
+        // a bound row whose best value is vacuous marks no best: its note says why
+        var label = el("td", { class: "mono" }, row.label, row.note ? el("span", { class: "muted small row-note" }, " (" + row.note + ")") : null);
+        var tr = el("tr", null, label, el("td", null, row.direction === "higher_is_better" ? "↑" : row.direction === "lower_is_better" ? "↓" : ""));
         var bv = row.values[base];
         row.values.forEach(function (v, i) {
           var isBest = (row.best || []).indexOf(i) >= 0;
-          var td = el("td", { class: "num" + (isBest ? " best" : ""), title: isBest ? "best" : null }, fmt(v));
+          var vac = row.vacuous && row.vacuous[i];
+          var td = el("td", { class: "num" + (isBest ? " best" : "") + (vac ? " vacuous" : ""), title: isBest ? "best" : vac ? "vacuous: a bound ≥ 1 says nothing" : null }, fmt(v));
           if (i !== base && typeof v === "number" && typeof bv === "number") {
             var d = v - bv;
             var cls = "delta";
@@ -138,13 +141,15 @@
       t.appendChild(body);
     }
 
+    /** Each measure's Kendall τ-a with the gap, its bootstrap interval, the runs used and the
+     * notes on what these runs cannot tell (too few, different architectures or data). */
     function corrTable(data) {
       var rows = data.correlations || [];
       var card = $("#corr-card");
       card.hidden = !rows.length;
       if (!rows.length) return;
       var t = clear($("#corr-table"));
-      t.appendChild(el("thead", null, el("tr", null, el("th", null, "Measure"), el("th", null, "Better"), el("th", { class: "num" }, "τ-a with the gap"), el("th", { class: "num" }, "runs"), el("th", null, "Agrees with its direction?"))));
+      t.appendChild(el("thead", null, el("tr", null, el("th", null, "Measure"), el("th", null, "Better"), el("th", { class: "num" }, "τ-a with the gap [95% bootstrap]"), el("th", { class: "num" }, "runs"), el("th", null, "Agrees with its direction?"), el("th", null, "Notes"))));
       var body = el("tbody");
       rows
         .slice()
@@ -154,7 +159,9 @@
           if (typeof r.tau === "number" && r.direction && r.tau !== 0) {
             agrees = (r.direction === "lower_is_better") === r.tau > 0 ? "yes" : "no";
           }
-          body.appendChild(el("tr", null, el("td", { class: "mono" }, r.key), el("td", null, r.direction === "higher_is_better" ? "↑" : r.direction === "lower_is_better" ? "↓" : ""), el("td", { class: "num" }, typeof r.tau === "number" ? r.tau.toFixed(2) : "—"), el("td", { class: "num" }, String(r.n)), el("td", null, agrees)));
+          var tau = r.label || (typeof r.tau === "number" ? "τ = " + r.tau.toFixed(2) : "—");
+          var notes = (r.notes || []).join("; ");
+          body.appendChild(el("tr", null, el("td", { class: "mono" }, r.key), el("td", null, r.direction === "higher_is_better" ? "↑" : r.direction === "lower_is_better" ? "↓" : ""), el("td", { class: "num" }, tau), el("td", { class: "num" }, String(r.n)), el("td", null, agrees), el("td", { class: notes ? "warn small" : "small" }, notes)));
         });
       t.appendChild(body);
     }
