@@ -67,9 +67,11 @@ def kendall_tau_interval(
     seed: int = 0,
 ) -> tuple[float, float] | None:
     """A percentile bootstrap interval for Kendall's τ-a (Efron & Tibshirani 1993, ch. 13):
-    the runs (pairs) are resampled with replacement, τ-a is recomputed on each resample (a
-    repeated run is a tie and counts 0, as in :func:`kendall_tau_a`), and the interval holds
-    the central ``level`` of those values. Deterministic for a given ``seed``.
+    the runs (pairs) are resampled with replacement, τ-a is recomputed on each resample over
+    the pairs of draws of two different runs (two draws of one run are no pair: counting them
+    as ties would pull every resample towards 0; a tie between two runs counts 0, as in
+    :func:`kendall_tau_a`), and the interval holds the central ``level`` of those values;
+    resamples of a single run are left out. Deterministic for a given ``seed``.
 
     Returns:
         ``(low, high)`` within [−1, 1], or ``None`` when fewer than two complete pairs remain.
@@ -94,7 +96,10 @@ def kendall_tau_interval(
     ra, rb = a[idx], b[idx]
     sa = np.sign(ra[:, :, None] - ra[:, None, :])
     sb = np.sign(rb[:, :, None] - rb[:, None, :])
-    taus = (sa * sb).sum(axis=(1, 2)) / (n * (n - 1))
+    distinct = idx[:, :, None] != idx[:, None, :]
+    pairs_used = distinct.sum(axis=(1, 2))
+    keep = pairs_used > 0
+    taus = (sa * sb * distinct).sum(axis=(1, 2))[keep] / pairs_used[keep]
     alpha = (1.0 - level) / 2
     low, high = np.quantile(taus, [alpha, 1.0 - alpha])
     return float(low), float(high)

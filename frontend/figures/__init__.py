@@ -7,6 +7,7 @@ to plotly figures, one module per family of measures, mirroring ``genscope/measu
 * :mod:`~frontend.figures.tables`: the tables of a run and of a comparison;
 * :mod:`~frontend.figures.compare`: the figures of a comparison;
 * :mod:`~frontend.figures.payload`: what each page receives, in page order;
+* :mod:`~frontend.figures.help`: the "How to read this" text of each figure;
 * :mod:`~frontend.figures.common` (reading a report) and :mod:`~frontend.figures.style`.
 
 Every builder takes decoded report dicts and reads the detail names the measure's result
@@ -28,7 +29,7 @@ from frontend.figures.bounds import (
     bounds_of,
     complexity_layers,
 )
-from frontend.figures.common import mapping, measure, measures_of, metric, num
+from frontend.figures.common import mapping, measure, measures_of, metric, missing_reason, num
 from frontend.figures.compare import (
     compare_bounds,
     compare_eigenvalues,
@@ -44,6 +45,7 @@ from frontend.figures.curvature import (
     layer_spectra,
     ntk_spectrum,
 )
+from frontend.figures.help import FIGURE_HELP, figure_help
 from frontend.figures.landscape import landscape_1d, landscape_2d
 from frontend.figures.margins import (
     MARGIN_KINDS,
@@ -79,6 +81,7 @@ from frontend.figures.style import (
     RUN_COLORS,
     UIREVISION,
     esc,
+    log_axis,
     run_color,
 )
 from frontend.figures.tables import (
@@ -89,6 +92,7 @@ from frontend.figures.tables import (
     gap_correlations,
     headline_scalars,
     measure_rows,
+    population_notes,
     scalar_table,
     sharpness_rows,
 )
@@ -97,6 +101,7 @@ __all__ = [
     "ACCENT",
     "BAD",
     "COMPARE_FIGURES",
+    "FIGURE_HELP",
     "GOOD",
     "HEADLINE_MEASURES",
     "MARGIN_KINDS",
@@ -123,6 +128,7 @@ __all__ = [
     "compare_spectral_density",
     "complexity_layers",
     "esc",
+    "figure_help",
     "flatness_search",
     "flatten_terms",
     "gap_correlations",
@@ -135,6 +141,7 @@ __all__ = [
     "landscape_2d",
     "layer_shares",
     "layer_spectra",
+    "log_axis",
     "mapping",
     "margin_class_cdf",
     "margin_distribution",
@@ -145,8 +152,10 @@ __all__ = [
     "measure_rows",
     "measures_of",
     "metric",
+    "missing_reason",
     "ntk_spectrum",
     "num",
+    "population_notes",
     "robust_accuracy",
     "run_color",
     "run_figures",

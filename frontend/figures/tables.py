@@ -223,18 +223,16 @@ def _vacuous_flags(reports: Sequence[Any], key: str) -> list[bool] | None:
 
 
 def _architecture(report: Any) -> Any:
-    """What identifies a run's architecture: its declared ``arch`` (and config), else the kinds
-    and shapes of its affine layers; ``None`` when the report has no model block."""
+    """What identifies a run's architecture: its declared ``arch``, else the kinds of its
+    affine layers (linear, conv2d...); ``None`` when the report has no model block. Widths and
+    depths are hyperparameters of one architecture, as in Jiang et al. 2020, and do not count."""
     model = mapping(mapping(report).get("model"))
     if not model:
         return None
     if model.get("arch"):
-        return ("arch", str(model["arch"]), repr(model.get("arch_config")))
+        return ("arch", str(model["arch"]))
     layers = model.get("layers") or []
-    return (
-        "layers",
-        tuple((str(x.get("kind")), repr(x.get("shape"))) for x in layers if isinstance(x, Mapping)),
-    )
+    return ("kinds", tuple(sorted({str(x.get("kind")) for x in layers if isinstance(x, Mapping)})))
 
 
 def _dataset(report: Any) -> str | None:
