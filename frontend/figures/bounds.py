@@ -8,7 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from frontend.figures.common import Report, measure, measures_of, metric, num
+from frontend.figures.common import Report, measure, measures_of, metric, missing_reason, num
 from frontend.figures.style import BAD, GOOD, MUTED, esc, log_axis, run_color, style
 
 #: The complexity measures whose ``layers`` carry each affine map's norms.
@@ -44,7 +44,8 @@ def bound_verdict(m: dict[str, Any]) -> str:
 
 def bound_breakdown(report: Report) -> go.Figure | None:
     """Each bound on the test error (log scale; vacuous ones in red, not informative ones
-    grey) against the measured test error and the trivial bound 1."""
+    grey) against the measured test error and the trivial bound 1; a bound without a value
+    keeps its row, a hatched "no value" bar with the reason on hover."""
     bounds = bounds_of(report)
     if not bounds:
         return None
@@ -67,6 +68,7 @@ def bound_breakdown(report: Report) -> go.Figure | None:
             hovertemplate="%{y}: %{x:.4g}<extra></extra>",
         )
     )
+    _no_value_bars(fig, report, min(v for v in values if v > 0) if any(values) else 1.0)
     test_error = metric(report, "test_error")
     if test_error is None:
         test_error = next(
@@ -85,7 +87,8 @@ def bound_breakdown(report: Report) -> go.Figure | None:
     positive = [v for v in values if v > 0] + ([test_error] if test_error else []) + [1.0]
     lo, hi = min(positive), max(positive)
     fig.update_xaxes(**log_axis(positive), range=[math.log10(lo) - 0.5, math.log10(hi) + 0.3])
-    fig.update_layout(height=max(240, 80 + 44 * len(bounds)), margin={"l": 140})
+    rows = len({*names, *(t for trace in fig.data for t in trace.y)})
+    fig.update_layout(height=max(240, 80 + 44 * rows), margin={"l": 140}, barmode="overlay")
     return fig
 
 
@@ -117,6 +120,36 @@ CONV_NORM_SUBTITLE = (
 )
 #: The note when every layer is linear: the two norms of one matrix.
 LINEAR_NORM_NOTE = "Both norms are of the same weight matrix: ‖W‖₂ ≤ ‖W‖_F ≤ √rank·‖W‖₂"
+
+
+def _no_value_bars(fig: go.Figure, report: Report, lo: float) -> None:
+    """The bounds the run has an entry for but no value (skipped, failed, a condition of the
+    theorem not met): a short hatched bar each, marked "no value", the reason on hover."""
+    missing = [
+        (mid, m)
+        for mid, m in sorted(measures_of(report).items())
+        if mid.startswith("bound.") and num(m.get("value")) is None
+    ]
+    if not missing:
+        return
+    fig.add_trace(
+        go.Bar(
+            y=[esc(mid.removeprefix("bound.")) for mid, _ in missing],
+            x=[10 ** (math.log10(min(lo, 1.0)) - 0.25)] * len(missing),
+            orientation="h",
+            name="no value",
+            marker={
+                "color": "white",
+                "line": {"color": MUTED, "width": 1},
+                "pattern": {"shape": "/", "fgcolor": MUTED, "size": 6},
+            },
+            text=["no value"] * len(missing),
+            textposition="outside",
+            textfont={"color": MUTED, "size": 10},
+            hovertext=[esc(missing_reason(m)) for _, m in missing],
+            hovertemplate="%{y}: no value<br>%{hovertext}<extra></extra>",
+        )
+    )
 
 
 def complexity_layers(report: Report) -> go.Figure | None:

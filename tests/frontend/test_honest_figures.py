@@ -170,6 +170,23 @@ def test_compare_bounds_keeps_a_run_without_a_value(runs: list[dict]) -> None:
     assert fig.layout.xaxis.range[0] < lo
 
 
+def test_bound_breakdown_keeps_bounds_without_a_value(full: dict) -> None:
+    rep = copy.deepcopy(full)
+    rep["measures"]["bound.all_layer"] = {"status": "failed", "error": {"message": "no memory"}}
+    fig = F.bound_breakdown(rep)
+    bars, stubs = fig.data[0], fig.data[-1]
+    missing = {
+        mid.removeprefix("bound."): m
+        for mid, m in rep["measures"].items()
+        if mid.startswith("bound.") and F.num(m.get("value")) is None
+    }
+    assert stubs.name == "no value" and list(stubs.y) == sorted(missing)
+    assert not set(bars.y) & set(stubs.y)
+    reasons = dict(zip(stubs.y, stubs.hovertext, strict=True))
+    assert reasons["all_layer"] == "failed: no memory"
+    assert fig.layout.xaxis.range[0] < math.log10(stubs.x[0])
+
+
 def test_missing_reason_of_failed_measure() -> None:
     entry = {"status": "failed", "error": {"code": "oom", "message": "out of memory"}}
     assert F.missing_reason(entry) == "failed: out of memory"
