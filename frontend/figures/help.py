@@ -2,8 +2,8 @@
 sample, which way is better, the paper it comes from and the measure it documents.
 
 Each figure spec of the pages' payload carries ``help: {"title", "text", "source", "anchor"}``
-(plain text; ``anchor`` is the measure id, linked as ``/help#<anchor>``, or ``studies`` for the
-rank correlations across runs). The run page's text
+(plain text; ``anchor`` is the measure id, whose definition is in docs/measures.md and
+docs/results.md, or ``studies`` for the rank correlations across runs). The run page's text
 also says the sample the measure recorded (``sample``: size, whole set or not, split).
 """
 

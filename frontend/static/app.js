@@ -303,7 +303,7 @@
       var open = box ? box.open : false;
       var parts = [el("summary", null, "How to read this"), el("p", null, help.text)];
       if (help.source) parts.push(el("p", { class: "muted small" }, "Source: " + help.source));
-      if (help.anchor) parts.push(el("p", { class: "small" }, el("a", { href: "/help#" + encodeURIComponent(help.anchor) }, "About " + help.anchor)));
+      if (help.anchor) parts.push(el("p", { class: "small muted" }, "Definition: " + help.anchor + " in docs/measures.md and docs/results.md"));
       var fresh = el.apply(null, ["details", { class: "figure-help", open: open }].concat(parts));
       fresh._key = key;
       if (box) box.replaceWith(fresh);
